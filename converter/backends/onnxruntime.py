@@ -1,0 +1,163 @@
+"""ONNX Runtime backend: the exported ONNX graph with the preprocessing folded in, optimised.
+
+The served graph takes what the inferencer has after decoding and resizing, so no float
+preprocessing runs outside it (the ONNX equivalent of ATC's AIPP)::
+
+    image uint8 [1, S, S, 3] RGB  -> Cast float -> Sub mean -> Div std -> Transpose NCHW
+        -> exported network -> boxes [1, P, 4] normalised (y0, x0, y1, x1), scores [1, P, C]
+
+``Div std`` (not ``Mul 1/std``) repeats the trainer's float32 ``(x - mean) / std``
+operation for operation, so the network sees bit-identical inputs.
+ONNX Runtime's offline optimisation (ORT_ENABLE_EXTENDED: constant folding, node fusions;
+not the layout-specific ALL level, whose result depends on the machine) then writes
+``model.ort.onnx``, which the inferencer's ONNX Runtime engine loads.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from converter.backends.base import ConverterBackend, ConvertResult
+from converter.check import check_against_reference
+from ssdstack.errors import InvalidInput, JobFailed
+from ssdstack.jobs.context import JobContext
+from ssdstack.model_store import sha256_file
+
+ARTEFACT_FILE = "model.ort.onnx"
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("boxes", "scores")
+KNOWN_OPTIONS = {"tolerance"}
+
+
+class OnnxRuntimeBackend(ConverterBackend):
+    name = "onnxruntime"
+    artefact_kind = "serving_onnxruntime"
+    python_modules = ("onnx", "onnxruntime")
+    install_hint = "pip install 'ssdstack[converter]' (onnx and onnxruntime)"
+
+    def convert(self, version_dir: Path, manifest: dict, out_dir: Path, options: dict,
+                ctx: JobContext) -> ConvertResult:
+        import onnx
+        import onnxruntime as ort
+
+        unknown = set(options) - KNOWN_OPTIONS
+        if unknown:
+            raise InvalidInput(f"unknown options for the onnxruntime converter: {sorted(unknown)}")
+        tolerance = float(options.get("tolerance", 1e-4))
+        source = _artefact(version_dir, manifest, "onnx")
+        reference = _artefact(version_dir, manifest, "reference")
+        size = int(manifest["image_size"])
+        preprocessing = manifest["preprocessing"]
+        if preprocessing.get("colour_order", "RGB") != "RGB":
+            raise JobFailed(f"colour order {preprocessing['colour_order']!r} is not supported; the model must take RGB")
+
+        started = time.monotonic()
+        ctx.log(f"onnxruntime: folding preprocessing (mean {preprocessing['mean']}, "
+                f"std {preprocessing['std']}) into {source.name}")
+        model = onnx.load(str(source))
+        fold_preprocessing(model, size, preprocessing["mean"], preprocessing["std"])
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+            raise JobFailed(f"the folded ONNX graph is invalid: {exc}") from exc
+
+        ctx.progress(stage="convert", step="optimise")
+        target = out_dir / ARTEFACT_FILE
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        session_options.optimized_model_filepath = str(target)
+        ort.InferenceSession(model.SerializeToString(), session_options, providers=["CPUExecutionProvider"])
+        ctx.log(f"onnxruntime: wrote {target.name} ({target.stat().st_size} bytes)")
+
+        ctx.progress(stage="convert", step="check")
+        check = check_against_reference(target, reference, tolerance)
+        ctx.log("onnxruntime: check against reference.npz on {images} images: max abs diff boxes "
+                "{max_abs_diff_boxes:.3g}, scores {max_abs_diff_scores:.3g} (tolerance {tolerance:g})".format(**check))
+        details = {
+            "source": source.name,
+            "source_sha256": sha256_file(source),
+            "opset": max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")),
+            "optimization": "ORT_ENABLE_EXTENDED",
+            "onnx_version": onnx.__version__,
+            "onnxruntime_version": ort.__version__,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        return ConvertResult(self.artefact_kind, target, check, details)
+
+
+def fold_preprocessing(model, image_size: int, mean, std) -> None:
+    """Edit ``model`` (an ``onnx.ModelProto`` taking ``[1, 3, S, S]`` float) in place so that it
+    takes ``image`` uint8 ``[1, S, S, 3]`` RGB and names its two outputs ``boxes``, ``scores``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    initialisers = {tensor.name for tensor in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in initialisers]
+    if len(inputs) != 1 or len(graph.output) != len(OUTPUT_NAMES):
+        raise JobFailed(f"expected an ONNX graph with 1 input and 2 outputs (boxes, scores), "
+                        f"got inputs {[v.name for v in inputs]} and outputs {[v.name for v in graph.output]}")
+    network_input = inputs[0]
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in network_input.type.tensor_type.shape.dim]
+    if network_input.type.tensor_type.elem_type != TensorProto.FLOAT or dims[1:] != [3, image_size, image_size]:
+        raise JobFailed(f"expected a float input [N, 3, {image_size}, {image_size}], got {network_input.name!r} {dims}")
+
+    in_use = _tensor_names(graph)
+    clashes = in_use & {INPUT_NAME, *OUTPUT_NAMES}
+    if clashes:
+        raise JobFailed(f"the ONNX graph already uses the names {sorted(clashes)}")
+    nchw = _fresh("preprocess/nchw", in_use)
+    renames = {network_input.name: nchw}
+    renames.update({output.name: new for output, new in zip(graph.output, OUTPUT_NAMES)})
+    for node in graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        node.output[:] = [renames.get(name, name) for name in node.output]
+    for value in [*graph.output, *graph.value_info]:
+        value.name = renames.get(value.name, value.name)
+
+    mean_name, std_name = _fresh("preprocess/mean", in_use), _fresh("preprocess/std", in_use)
+    as_float, centred, scaled = (_fresh(f"preprocess/{n}", in_use) for n in ("float", "centred", "scaled"))
+    graph.initializer.extend([
+        numpy_helper.from_array(np.asarray(mean, np.float32).reshape(1, 1, 1, 3), mean_name),
+        numpy_helper.from_array(np.asarray(std, np.float32).reshape(1, 1, 1, 3), std_name),
+    ])
+    preprocess = [
+        helper.make_node("Cast", [INPUT_NAME], [as_float], name="preprocess/cast", to=TensorProto.FLOAT),
+        helper.make_node("Sub", [as_float, mean_name], [centred], name="preprocess/sub_mean"),
+        helper.make_node("Div", [centred, std_name], [scaled], name="preprocess/div_std"),
+        helper.make_node("Transpose", [scaled], [nchw], name="preprocess/to_nchw", perm=[0, 3, 1, 2]),
+    ]
+    nodes = preprocess + list(graph.node)  # nodes must stay topologically sorted
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.input.remove(network_input)
+    graph.input.insert(0, helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [1, image_size, image_size, 3]))
+
+
+def _tensor_names(graph) -> set[str]:
+    names = {value.name for value in [*graph.input, *graph.output, *graph.value_info]}
+    names |= {tensor.name for tensor in graph.initializer}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+    return names
+
+
+def _fresh(name: str, in_use: set[str]) -> str:
+    candidate, n = name, 0
+    while candidate in in_use:
+        n += 1
+        candidate = f"{name}_{n}"
+    in_use.add(candidate)
+    return candidate
+
+
+def _artefact(version_dir: Path, manifest: dict, kind: str) -> Path:
+    entry = manifest.get("artefacts", {}).get(kind)
+    if entry is None:
+        raise JobFailed(f"version {manifest.get('version')} has no {kind} artefact to convert from")
+    path = version_dir / entry["file"]
+    if not path.exists() or sha256_file(path) != entry["sha256"]:
+        raise JobFailed(f"{entry['file']} is missing or does not match its sha256 in the manifest")
+    return path

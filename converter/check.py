@@ -1,0 +1,50 @@
+"""Check a converted model against the MindSpore outputs stored in ``reference.npz``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ssdstack.errors import JobFailed
+
+
+def check_against_reference(session_or_path, reference_npz: Path, tolerance: float = 1e-4) -> dict:
+    """Run the served model on each reference image and compare with the stored outputs.
+
+    ``session_or_path``: an ``onnxruntime.InferenceSession`` or the path of a served ONNX
+    model, taking ``image`` uint8 ``[1, S, S, 3]`` RGB and giving ``boxes`` ``[1, P, 4]``,
+    ``scores`` ``[1, P, C]``. ``reference_npz`` holds ``images [R, S, S, 3]`` uint8 and
+    the expected ``boxes [R, P, 4]``, ``scores [R, P, C]``.
+
+    Returns ``{"max_abs_diff_boxes", "max_abs_diff_scores", "tolerance", "images", "passed"}``;
+    ``passed`` when both maxima are ``<= tolerance``.
+    """
+    import onnxruntime as ort
+
+    session = session_or_path
+    if isinstance(session_or_path, (str, Path)):
+        # Default session options, as the inferencer's engine uses them.
+        session = ort.InferenceSession(str(session_or_path), providers=["CPUExecutionProvider"])
+    with np.load(reference_npz) as reference:
+        images, want_boxes, want_scores = reference["images"], reference["boxes"], reference["scores"]
+    diff_boxes = diff_scores = 0.0
+    for image, expected_boxes, expected_scores in zip(images, want_boxes, want_scores):
+        boxes, scores = session.run(["boxes", "scores"], {"image": image[None]})
+        if boxes.shape[1:] != expected_boxes.shape or scores.shape[1:] != expected_scores.shape:
+            raise JobFailed(f"converted model gives boxes {list(boxes.shape)}, scores {list(scores.shape)}; "
+                            f"the reference has {list(expected_boxes.shape)}, {list(expected_scores.shape)} per image")
+        diff_boxes = max(diff_boxes, _max_abs_diff(boxes[0], expected_boxes))
+        diff_scores = max(diff_scores, _max_abs_diff(scores[0], expected_scores))
+    return {
+        "max_abs_diff_boxes": diff_boxes,
+        "max_abs_diff_scores": diff_scores,
+        "tolerance": tolerance,
+        "images": int(len(images)),
+        "passed": bool(len(images) > 0 and diff_boxes <= tolerance and diff_scores <= tolerance),
+    }
+
+
+def _max_abs_diff(actual: np.ndarray, expected: np.ndarray) -> float:
+    """Largest absolute difference; infinity if any value is NaN, so NaNs never pass."""
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    return float("inf") if np.isnan(diff).any() else float(diff.max(initial=0.0))

@@ -1,0 +1,33 @@
+"""Celery tasks of the converter: thin wrappers around :mod:`converter.service`."""
+from __future__ import annotations
+
+from celery import Celery
+
+from ssdstack.celery_app import CONVERT_TASK, EVALUATE_TASK
+from ssdstack.jobs.pipeline import parse_spec, send_stage, target_version
+from ssdstack.jobs.specs import PipelineSpec
+from ssdstack.model_store import ModelStore
+from ssdstack.worker import WorkerRuntime
+
+
+def register(app: Celery, runtime: WorkerRuntime) -> None:
+    store = ModelStore(runtime.settings.store_dir)
+
+    @app.task(name=CONVERT_TASK, bind=True, acks_late=True)
+    def convert(task, job_id: str) -> None:
+        def body(ctx):
+            from converter.service import convert_version
+
+            job = runtime.jobs.get(job_id)
+            spec = parse_spec(job)
+            name, version = target_version(job, spec)
+            backend = spec.backend if spec.backend != "auto" else runtime.settings.convert_backend
+            result = convert_version(store, name, version, backend, ctx, tolerance=spec.tolerance)
+            if isinstance(spec, PipelineSpec):
+                runtime.jobs.set_result_field(job_id, "conversion", result)
+                ctx.progress(stage="queued:evaluate")
+                send_stage(app, EVALUATE_TASK, job_id)
+                return None
+            return dict(result, model=name, version=version)
+
+        runtime.run_job(task, job_id, body)

@@ -1,0 +1,46 @@
+"""Every error the gateway returns has one shape:
+``{"error": {"code": str, "message": str, "details": any}}``."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ssdstack.errors import SsdStackError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, details=None, headers=None) -> JSONResponse:
+    return JSONResponse(status_code=status, headers=headers,
+                        content={"error": {"code": code, "message": message, "details": details}})
+
+
+def _field(location: tuple) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(SsdStackError)
+    async def domain_error(_: Request, error: SsdStackError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return error_response(error.status, error.code, error.message, error.details, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [{"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in error.errors()]
+        fields = ", ".join(sorted({p["field"] for p in problems}))
+        return error_response(422, "validation_error", f"invalid request: {fields}", problems)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        return error_response(error.status_code, "http_error", str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", f"{type(error).__name__}: {error}")

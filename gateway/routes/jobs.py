@@ -1,0 +1,45 @@
+"""``/v1/jobs``: submit, list, inspect and cancel jobs."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Query
+
+from gateway.deps import Authorized, CeleryDep, JobsDep
+from ssdstack.celery_app import CONVERT_TASK, EVALUATE_TASK, TRAIN_TASK
+from ssdstack.jobs.pipeline import send_stage
+from ssdstack.jobs.specs import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized)
+
+FIRST_STAGE = {"train": TRAIN_TASK, "pipeline": TRAIN_TASK, "convert": CONVERT_TASK, "evaluate": EVALUATE_TASK}
+State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+@router.post("", status_code=202, summary="Submit a job (train | convert | evaluate | pipeline)")
+def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, celery: CeleryDep) -> dict:
+    job = jobs.create(spec.type, spec.model_dump())
+    send_stage(celery, FIRST_STAGE[spec.type], job["id"], first=True)
+    return job
+
+
+@router.get("", summary="List jobs, newest first")
+def list_jobs(jobs: JobsDep, state: State | None = None, type: str | None = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+    return {"jobs": jobs.list(limit=limit, offset=offset, state=state, job_type=type)}
+
+
+@router.get("/{job_id}", summary="One job: state, progress, result or error")
+def get_job(job_id: str, jobs: JobsDep) -> dict:
+    return jobs.get(job_id)
+
+
+@router.get("/{job_id}/logs", summary="The job's log lines")
+def get_job_logs(job_id: str, jobs: JobsDep) -> dict:
+    return {"id": job_id, "lines": jobs.logs(job_id)}
+
+
+@router.delete("/{job_id}", status_code=202, summary="Cancel a job (cooperative: it stops at its next check)")
+def cancel_job(job_id: str, jobs: JobsDep) -> dict:
+    return jobs.request_cancel(job_id)

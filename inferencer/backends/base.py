@@ -1,0 +1,65 @@
+"""What every inference engine looks like.
+
+An engine instance serves one model version: :meth:`load` reads the version's serving
+artefact (the kind named by :attr:`serving_kind`), :meth:`predict` runs the network on
+one resized image. Decoding, resizing and postprocessing are the detector's, the same
+for every engine. Heavy libraries are imported inside ``load`` only.
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ssdstack.errors import Conflict, ServiceUnavailable
+from ssdstack.model_store import sha256_file
+
+
+class InferenceEngine:
+    """Base class: subclasses set the class attributes and implement ``load`` and ``predict``."""
+
+    name: str = ""
+    serving_kind: str = ""                # manifest artefact kind the engine loads
+    python_modules: tuple[str, ...] = ()  # importable modules the engine needs
+    executables: tuple[str, ...] = ()     # programs it needs on PATH
+    install_hint: str = ""                # how to get them, for missing()
+
+    def is_available(self) -> bool:
+        return not self._missing_parts()
+
+    def missing(self) -> str:
+        """Empty when available; otherwise what is missing and how to install it."""
+        parts = self._missing_parts()
+        if not parts:
+            return ""
+        return f"inference engine {self.name!r} needs {', '.join(parts)}: {self.install_hint}"
+
+    def _missing_parts(self) -> list[str]:
+        modules = [f"python module {m!r}" for m in self.python_modules if importlib.util.find_spec(m) is None]
+        programs = [f"program {p!r} on PATH" for p in self.executables if shutil.which(p) is None]
+        return modules + programs
+
+    def serving_file(self, version_dir: Path, manifest: dict) -> Path:
+        """The version's :attr:`serving_kind` artefact, checked against its sha256.
+
+        Raises Conflict if the version was not converted for this engine, and
+        ServiceUnavailable if the file is missing or damaged.
+        """
+        entry = manifest.get("artefacts", {}).get(self.serving_kind)
+        if entry is None:
+            raise Conflict(f"model {manifest.get('name')!r} version {manifest.get('version')} has no "
+                           f"{self.serving_kind} artefact: convert it for the {self.name} engine first")
+        path = Path(version_dir) / entry["file"]
+        if not path.exists() or sha256_file(path) != entry["sha256"]:
+            raise ServiceUnavailable(f"{path} is missing or does not match its sha256 in the manifest")
+        return path
+
+    def load(self, version_dir: Path, manifest: dict) -> None:
+        raise NotImplementedError
+
+    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``image`` ``[S, S, 3]`` uint8 RGB -> ``(boxes [P, 4] normalised (y0, x0, y1, x1),
+        scores [P, C] with column 0 the background)``. Safe to call from several threads."""
+        raise NotImplementedError

@@ -1,0 +1,54 @@
+"""ONNX Runtime engine: runs the converter's ``model.ort.onnx`` (preprocessing in the graph)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from inferencer.backends.base import InferenceEngine
+from ssdstack.errors import InvalidInput
+
+
+class OnnxRuntimeEngine(InferenceEngine):
+    """One ``InferenceSession`` on the CPU provider per loaded model.
+
+    A session's ``run`` is thread-safe and releases the GIL, so one engine is shared by
+    all request threads. ``intra_op_threads`` bounds the threads one ``run`` uses
+    (None: ONNX Runtime's default, one per physical core).
+    """
+
+    name = "onnxruntime"
+    serving_kind = "serving_onnxruntime"
+    python_modules = ("onnxruntime",)
+    install_hint = "pip install 'ssdstack[inferencer]' (onnxruntime)"
+
+    def __init__(self, intra_op_threads: int | None = None):
+        if intra_op_threads is not None and intra_op_threads < 0:
+            raise InvalidInput(f"intra_op_threads must be >= 0 (0: ONNX Runtime's default), got {intra_op_threads}")
+        self.intra_op_threads = intra_op_threads
+        self._session = None
+        self._input = "image"
+        self._outputs = ["boxes", "scores"]
+        self.image_size = 0
+
+    def load(self, version_dir: Path, manifest: dict) -> None:
+        import onnxruntime as ort
+
+        path = self.serving_file(version_dir, manifest)
+        serving = manifest.get("serving", {}).get(self.name, {})
+        self._input = serving.get("input", {}).get("name", "image")
+        self._outputs = list(serving.get("outputs", ["boxes", "scores"]))
+        self.image_size = int(manifest["image_size"])
+        options = ort.SessionOptions()
+        if self.intra_op_threads:
+            options.intra_op_num_threads = self.intra_op_threads
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._session is None:
+            raise RuntimeError("OnnxRuntimeEngine.predict before load")
+        size = self.image_size
+        if image.shape != (size, size, 3) or image.dtype != np.uint8:
+            raise ValueError(f"expected a [{size}, {size}, 3] uint8 image, got {list(image.shape)} {image.dtype}")
+        boxes, scores = self._session.run(self._outputs, {self._input: np.ascontiguousarray(image)[None]})
+        return boxes[0], scores[0]

@@ -1,0 +1,80 @@
+"""One served model version: image bytes in, detections in original-image pixels out."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from inferencer.backends.base import InferenceEngine
+from ssdstack.detection.boxes import normalised_to_pixels
+from ssdstack.detection.nms import PostprocessConfig, postprocess
+from ssdstack.errors import InvalidInput
+from ssdstack.images import decode_image, resize_stretch
+
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+class Detector:
+    """A loaded ``engine`` plus what the version's ``manifest`` says about labels and postprocess.
+
+    Thread-safe: it holds no per-request state, and engines are safe to share.
+    """
+
+    def __init__(self, engine: InferenceEngine, manifest: dict, name: str, version: int):
+        self.engine = engine
+        self.name = name
+        self.version = int(version)
+        self.image_size = int(manifest["image_size"])
+        self.labels = tuple(manifest["labels"])
+        known = {f.name for f in dataclasses.fields(PostprocessConfig)}
+        self.postprocess = PostprocessConfig(**{k: v for k, v in manifest.get("postprocess", {}).items() if k in known})
+
+    def detect(self, image_bytes: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, score_threshold: float | None = None,
+               iou_threshold: float | None = None, max_detections: int | None = None) -> dict:
+        """Decode ``image_bytes`` (any format Pillow reads; EXIF orientation applied) and detect.
+
+        Raises InvalidImage for bytes that are not a usable image, InvalidInput for bad
+        overrides. See :meth:`detect_array` for the result.
+        """
+        rgb = decode_image(image_bytes, max_pixels=max_pixels)
+        return self.detect_array(rgb, score_threshold, iou_threshold, max_detections)
+
+    def detect_array(self, rgb: np.ndarray, score_threshold: float | None = None, iou_threshold: float | None = None,
+                     max_detections: int | None = None) -> dict:
+        """Detect in an ``[H, W, 3]`` uint8 RGB image.
+
+        Returns ``{"model", "version", "width": W, "height": H, "detections": [{"label",
+        "label_id" (1..K), "score", "box": [x_min, y_min, x_max, y_max]}]}``, best score
+        first, boxes in pixels of the given image (2 decimals), scores to 4 decimals.
+        The manifest's postprocess settings apply unless overridden here.
+        """
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise InvalidInput(f"expected an [H, W, 3] uint8 RGB image, got {list(rgb.shape)} {rgb.dtype}")
+        config = self._config(score_threshold, iou_threshold, max_detections)
+        height, width = rgb.shape[:2]
+        boxes, scores = self.engine.predict(resize_stretch(rgb, self.image_size))
+        kept_boxes, kept_scores, labels = postprocess(boxes, scores, config)
+        pixels = normalised_to_pixels(kept_boxes, width, height)
+        detections = [
+            {"label": self.labels[label - 1], "label_id": int(label), "score": round(float(score), 4),
+             "box": [round(float(v), 2) for v in box]}
+            for box, score, label in zip(pixels, kept_scores, labels)
+        ]
+        return {"model": self.name, "version": self.version, "width": int(width), "height": int(height),
+                "detections": detections}
+
+    def _config(self, score_threshold, iou_threshold, max_detections) -> PostprocessConfig:
+        overrides = {}
+        if score_threshold is not None:
+            if not 0.0 <= score_threshold <= 1.0:
+                raise InvalidInput(f"score_threshold must be in [0, 1], got {score_threshold}")
+            overrides["score_threshold"] = float(score_threshold)
+        if iou_threshold is not None:
+            if not 0.0 <= iou_threshold <= 1.0:
+                raise InvalidInput(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+            overrides["iou_threshold"] = float(iou_threshold)
+        if max_detections is not None:
+            if not 1 <= max_detections <= 10_000:
+                raise InvalidInput(f"max_detections must be in [1, 10000], got {max_detections}")
+            overrides["max_detections"] = int(max_detections)
+        return dataclasses.replace(self.postprocess, **overrides)

@@ -1,0 +1,26 @@
+"""Inferencer worker: ``celery -A inferencer.worker worker -Q infer --pool threads``.
+
+Threads, not processes: one ONNX Runtime session per model is shared by every thread
+(it is thread-safe and releases the GIL while it runs).
+"""
+from __future__ import annotations
+
+from inferencer import tasks
+from inferencer.backends import ENGINES
+from inferencer.repository import ModelRepository
+from ssdstack.celery_app import INFER_QUEUE, create_app
+from ssdstack.model_store import ModelStore
+from ssdstack.settings import worker_settings
+from ssdstack.worker import WorkerRuntime
+
+
+def backends() -> dict:
+    return {"infer": [name for name, engine in ENGINES.items() if engine().is_available()]}
+
+
+settings = worker_settings()
+app = create_app(settings, "inferencer")
+runtime = WorkerRuntime("inferencer", [INFER_QUEUE], settings, backends)
+runtime.install(app)
+repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend)
+tasks.register(app, runtime, repository)

@@ -1,0 +1,43 @@
+"""Celery app factory: one configuration for the gateway (which only sends tasks by
+name) and the three workers (which each register their own tasks)."""
+from __future__ import annotations
+
+from celery import Celery
+
+from ssdstack.settings import CommonSettings
+
+TRAIN_QUEUE, CONVERT_QUEUE, INFER_QUEUE = "train", "convert", "infer"
+QUEUES = (TRAIN_QUEUE, CONVERT_QUEUE, INFER_QUEUE)
+
+# Task names are part of the wire protocol between services; never rename one lightly.
+TRAIN_TASK = "trainer.train"
+CONVERT_TASK = "converter.convert"
+EVALUATE_TASK = "inferencer.evaluate"
+DETECT_TASK = "inferencer.detect"
+
+TASK_QUEUES = {TRAIN_TASK: TRAIN_QUEUE, CONVERT_TASK: CONVERT_QUEUE,
+               EVALUATE_TASK: INFER_QUEUE, DETECT_TASK: INFER_QUEUE}
+
+
+def create_app(settings: CommonSettings, name: str = "ssdstack") -> Celery:
+    app = Celery(name, broker=settings.redis_url, backend=settings.redis_url, set_as_current=False)
+    transport = {"visibility_timeout": settings.visibility_timeout}
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_routes={task: {"queue": queue} for task, queue in TASK_QUEUES.items()},
+        task_default_queue=INFER_QUEUE,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        result_expires=3600,
+        # One long job at a time per worker process; a message is acknowledged only after
+        # its task returns, so a crashed worker's job is delivered again.
+        worker_prefetch_multiplier=1,
+        task_reject_on_worker_lost=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        task_track_started=False,
+    )
+    return app

@@ -1,0 +1,69 @@
+"""A small REST client for the gateway, used by the demo, the CLI and the tests."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, body: dict | str):
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        super().__init__(f"HTTP {status}: {error.get('message', body)}")
+        self.status = status
+        self.body = body
+
+
+class Client:
+    def __init__(self, base_url: str, api_key: str, timeout: float = 60):
+        self.http = httpx.Client(base_url=base_url, headers={"X-API-Key": api_key}, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _check(self, response: httpx.Response) -> dict:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, body)
+        return body
+
+    def get(self, path: str, **params) -> dict:
+        return self._check(self.http.get(path, params=params))
+
+    def upload_dataset(self, archive: Path, name: str) -> dict:
+        with open(archive, "rb") as handle:
+            return self._check(self.http.post("/v1/datasets", params={"name": name}, content=handle,
+                                              headers={"Content-Type": "application/zip"}))
+
+    def submit(self, spec: dict) -> dict:
+        return self._check(self.http.post("/v1/jobs", json=spec))
+
+    def job(self, job_id: str) -> dict:
+        return self.get(f"/v1/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> dict:
+        return self._check(self.http.delete(f"/v1/jobs/{job_id}"))
+
+    def deploy(self, name: str, version: int) -> dict:
+        return self._check(self.http.post(f"/v1/models/{name}/versions/{version}/deploy"))
+
+    def detect(self, image: bytes, filename: str = "image.jpg", **params) -> dict:
+        params = {k: v for k, v in params.items() if v is not None}
+        return self._check(self.http.post("/v1/detect", params=params, files={"file": (filename, image)}))
+
+    def wait(self, job_id: str, timeout: float, on_update=None, interval: float = 1.0) -> dict:
+        """Poll until the job is finished (bounded by ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s: {job['progress']}")
+            time.sleep(interval)

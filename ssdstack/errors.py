@@ -1,0 +1,90 @@
+"""Domain errors shared by every service.
+
+Each error carries a stable ``code`` and the HTTP status the gateway answers with, so
+that services raise meaningful errors without knowing about HTTP, and the gateway turns
+any of them into the one JSON error shape
+``{"error": {"code": ..., "message": ..., "details": ...}}``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class SsdStackError(Exception):
+    """Base class: a problem a user can read and act on."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, details: Any = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class InvalidInput(SsdStackError):
+    status = 400
+    code = "invalid_input"
+
+
+class InvalidImage(InvalidInput):
+    code = "invalid_image"
+
+
+class InvalidDataset(InvalidInput):
+    code = "invalid_dataset"
+
+
+class InvalidArchive(InvalidInput):
+    code = "invalid_archive"
+
+
+class Unauthorized(SsdStackError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(SsdStackError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(SsdStackError):
+    status = 409
+    code = "conflict"
+
+
+class NoDeployedModel(Conflict):
+    code = "no_deployed_model"
+
+
+class PayloadTooLarge(SsdStackError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ServiceUnavailable(SsdStackError):
+    status = 503
+    code = "service_unavailable"
+
+
+class UpstreamTimeout(SsdStackError):
+    status = 504
+    code = "timeout"
+
+
+class BackendUnavailable(SsdStackError):
+    """A backend (ONNX Runtime, atc, MindX SDK, MindSpore) is not installed here."""
+
+    status = 503
+    code = "backend_unavailable"
+
+
+class JobFailed(SsdStackError):
+    """A job step failed in a way the job record should show verbatim."""
+
+    status = 500
+    code = "job_failed"

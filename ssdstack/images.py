@@ -1,0 +1,97 @@
+"""Decode uploaded image bytes into the RGB array the detectors take.
+
+Any format Pillow reads natively is accepted; whatever its mode, the result is an
+``[H, W, 3]`` uint8 RGB array in the orientation a viewer would show (EXIF orientation
+applied). Every way the bytes can be unusable becomes an :class:`InvalidImage`.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ssdstack.errors import InvalidImage
+
+# EPS is "decoded" by running Ghostscript on the upload, which we will not do for
+# untrusted bytes.
+_EXCLUDED_FORMATS = {"EPS"}
+
+# What Pillow raises for malformed files, per its own fuzzing tests
+# (Tests/oss-fuzz/test_fuzzers.py); MemoryError is left out so that a real shortage
+# is not reported as a bad upload.
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, NotImplementedError, OverflowError)
+
+# Transparent pixels are shown over white, as a browser shows them on a page.
+_BACKGROUND = (255, 255, 255, 255)
+
+
+def decode_image(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
+    """Decode ``data`` (the bytes of an image file) to an ``[H, W, 3]`` uint8 RGB array.
+
+    * EXIF orientation is applied, so ``H`` and ``W`` are those of the rotated image.
+    * Animated images (GIF, WebP, APNG) give their first frame.
+    * Alpha and palette transparency are composited over a white background.
+    * 16-bit images (modes ``I;16*`` and ``I``) keep their high byte: 65535 -> 255.
+    * Float images (mode ``F``) are read on Pillow's 0..255 scale and clipped.
+    * Embedded ICC profiles are ignored: values are taken as sRGB.
+
+    Images over ``max_pixels`` (width * height) are refused from their header, before
+    any pixel is decoded. Pillow's own process-wide limit (``Image.MAX_IMAGE_PIXELS``)
+    still applies on top and is reported the same way.
+
+    Raises:
+        InvalidImage: empty, not a decodable image, truncated or corrupt, or too large.
+    """
+    if not data:
+        raise InvalidImage("empty file")
+    Image.init()  # loads Pillow's plugins, so that Image.ID lists every format
+    formats = [name for name in Image.ID if name not in _EXCLUDED_FORMATS]
+    try:
+        with Image.open(io.BytesIO(data), formats=formats) as opened:
+            _check_pixels(opened.size, max_pixels)
+            # Decode every pixel now, inside the try: Pillow decodes lazily, and a
+            # truncated file only fails when its pixels are read.
+            opened.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(opened))
+            return np.array(rgb)  # a writable copy; np.asarray would be read-only
+    except Image.UnidentifiedImageError as exc:
+        raise InvalidImage("not an image Pillow can decode") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImage(f"decompression bomb rejected by Pillow: {exc}") from exc
+    except _PILLOW_ERRORS as exc:
+        raise InvalidImage(f"truncated or corrupt image: {exc}") from exc
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse an image whose header ``size`` (width, height) exceeds ``max_pixels``."""
+    width, height = size
+    pixels = width * height
+    if pixels > max_pixels:
+        raise InvalidImage(
+            f"decompression bomb: {width}x{height} is {pixels} pixels, "
+            f"over the limit of {max_pixels}",
+            details={"width": width, "height": height, "max_pixels": max_pixels},
+        )
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a decoded image of any mode to mode ``RGB`` (see :func:`decode_image`)."""
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        # Pillow's convert() clips these at 255 instead of scaling; keep the high byte,
+        # as Pillow itself does when it reads 16-bit RGB PNGs.
+        high_byte = np.clip(np.asarray(image), 0, 65535) >> 8
+        image = Image.fromarray(high_byte.astype(np.uint8))
+    if image.has_transparency_data:
+        background = Image.new("RGBA", image.size, _BACKGROUND)
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def resize_stretch(image: np.ndarray, size: int) -> np.ndarray:
+    """Stretch ``[H, W, 3]`` uint8 to ``[size, size, 3]`` with Pillow's bilinear filter.
+
+    The aspect ratio is not kept, as in the zoo's SSD; trainer, reference export and
+    inferencer all call this one function so that they see identical pixels.
+    """
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR))

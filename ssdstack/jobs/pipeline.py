@@ -1,0 +1,32 @@
+"""Hand a job from one stage's worker to the next.
+
+A pipeline job is one record that moves train -> convert -> evaluate(+deploy): each
+stage's task, when done, stores its output in the job's result and sends the next
+stage's task by name, with the job id as the only argument.
+"""
+from __future__ import annotations
+
+from celery import Celery
+
+from ssdstack.celery_app import TASK_QUEUES
+from ssdstack.jobs.specs import ConvertSpec, EvaluateSpec, PipelineSpec, TrainSpec
+
+SPEC_TYPES = {"train": TrainSpec, "convert": ConvertSpec, "evaluate": EvaluateSpec, "pipeline": PipelineSpec}
+
+
+def parse_spec(job: dict):
+    return SPEC_TYPES[job["type"]].model_validate(job["spec"])
+
+
+def send_stage(app: Celery, task_name: str, job_id: str, first: bool = False) -> None:
+    """Queue ``task_name`` for ``job_id``. The first stage's Celery task id is the job id."""
+    task_id = job_id if first else f"{job_id}.{task_name}"
+    app.send_task(task_name, args=[job_id], task_id=task_id, queue=TASK_QUEUES[task_name])
+
+
+def target_version(job: dict, spec) -> tuple[str, int]:
+    """The (model, version) a convert or evaluate stage works on."""
+    if isinstance(spec, PipelineSpec):
+        result = job["result"] or {}
+        return spec.model, int(result["version"])
+    return spec.model, spec.version

@@ -1,0 +1,185 @@
+"""Job records in Redis.
+
+A job is a hash ``ssdstack:job:<id>`` (its id is also the Celery task id) with JSON
+fields, an index sorted by creation time, a capped log list, a cancel flag and a lease.
+The lease (``ssdstack:job:<id>:lease`` = worker id, with a TTL the running worker keeps
+renewing) tells a redelivered message whether its job is still being run by a live
+worker.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from ssdstack.errors import Conflict, NotFound
+
+PREFIX = "ssdstack:job:"
+INDEX = "ssdstack:jobs"
+LOG_LINES_KEPT = 500
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+JSON_FIELDS = ("spec", "progress", "result", "error")
+
+# Set the state unless the job already reached a terminal one (a late worker update must
+# not turn a cancelled job back into running). Returns 1 when the state was written.
+_SET_STATE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return -1 end
+if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# Take the lease if it is free or already ours; renew it if ours.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis):
+        self.redis = client
+        self._set_state = client.register_script(_SET_STATE)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str, socket_timeout: float = 10) -> "JobStore":
+        """``socket_timeout`` must exceed any blocking command's timeout (the gateway's BLPOP)."""
+        return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout,
+                                        socket_connect_timeout=5, health_check_interval=30))
+
+    # -- records ---------------------------------------------------------------
+    def create(self, job_type: str, spec: dict) -> dict:
+        job_id = uuid.uuid4().hex
+        now = _now()
+        fields = {"id": job_id, "type": job_type, "state": QUEUED, "spec": json.dumps(spec),
+                  "progress": json.dumps({}), "created_at": now, "updated_at": now, "attempts": 0}
+        pipe = self.redis.pipeline()
+        pipe.hset(PREFIX + job_id, mapping=fields)
+        pipe.zadd(INDEX, {job_id: now})
+        pipe.execute()
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> dict:
+        raw = self.redis.hgetall(PREFIX + job_id)
+        if not raw:
+            raise NotFound(f"no job with id {job_id!r}")
+        return self._decode(raw)
+
+    def list(self, limit: int = 50, offset: int = 0, state: str | None = None, job_type: str | None = None) -> list[dict]:
+        """Newest first; filters are applied after paging through the index."""
+        ids = self.redis.zrevrange(INDEX, 0, -1)
+        jobs = []
+        for job_id in ids:
+            raw = self.redis.hgetall(PREFIX + job_id)
+            if not raw:
+                continue
+            job = self._decode(raw)
+            if (state is None or job["state"] == state) and (job_type is None or job["type"] == job_type):
+                jobs.append(job)
+        return jobs[offset:offset + limit]
+
+    @staticmethod
+    def _decode(raw: dict[str, str]) -> dict[str, Any]:
+        job: dict[str, Any] = dict(raw)
+        for field in JSON_FIELDS:
+            job[field] = json.loads(raw[field]) if field in raw else None
+        for field in ("created_at", "updated_at", "started_at", "finished_at"):
+            if field in raw:
+                job[field] = float(raw[field])
+        job["attempts"] = int(raw.get("attempts", 0))
+        return job
+
+    def _write_state(self, job_id: str, **fields: Any) -> bool:
+        args: list[Any] = []
+        for key, value in dict(fields, updated_at=_now()).items():
+            args += [key, json.dumps(value) if key in JSON_FIELDS else value]
+        written = self._set_state(keys=[PREFIX + job_id], args=args)
+        if written == -1:
+            raise NotFound(f"no job with id {job_id!r}")
+        return written == 1
+
+    def mark_running(self, job_id: str, worker_id: str) -> bool:
+        """False when the job is already terminal (cancelled before it started, or done)."""
+        self.redis.hincrby(PREFIX + job_id, "attempts", 1)
+        fields = {"state": RUNNING, "worker": worker_id}
+        if not self.redis.hexists(PREFIX + job_id, "started_at"):
+            fields["started_at"] = _now()
+        return self._write_state(job_id, **fields)
+
+    def succeed(self, job_id: str, result: dict) -> bool:
+        return self._write_state(job_id, state=SUCCEEDED, result=result, finished_at=_now())
+
+    def fail(self, job_id: str, code: str, message: str, details: Any = None) -> bool:
+        return self._write_state(job_id, state=FAILED, finished_at=_now(),
+                                 error={"code": code, "message": message, "details": details})
+
+    def mark_cancelled(self, job_id: str, message: str = "cancelled") -> bool:
+        return self._write_state(job_id, state=CANCELLED, finished_at=_now(),
+                                 error={"code": "cancelled", "message": message, "details": None})
+
+    def set_result_field(self, job_id: str, key: str, value: Any) -> None:
+        """Merge ``{key: value}`` into the result while the job is running (pipeline stages)."""
+        job = self.get(job_id)
+        result = dict(job["result"] or {}, **{key: value})
+        self.redis.hset(PREFIX + job_id, mapping={"result": json.dumps(result), "updated_at": _now()})
+
+    def progress(self, job_id: str, **fields: Any) -> None:
+        key = PREFIX + job_id
+        current = json.loads(self.redis.hget(key, "progress") or "{}")
+        current.update(fields)
+        self.redis.hset(key, mapping={"progress": json.dumps(current), "updated_at": _now()})
+
+    def log(self, job_id: str, message: str) -> None:
+        key = f"{PREFIX}{job_id}:log"
+        pipe = self.redis.pipeline()
+        pipe.rpush(key, f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}")
+        pipe.ltrim(key, -LOG_LINES_KEPT, -1)
+        pipe.execute()
+
+    def logs(self, job_id: str) -> list[str]:
+        self.get(job_id)
+        return self.redis.lrange(f"{PREFIX}{job_id}:log", 0, -1)
+
+    # -- cancel ----------------------------------------------------------------
+    def request_cancel(self, job_id: str) -> dict:
+        """Ask a job to stop. A queued job is cancelled at once; a running one stops at
+        its next check; a finished job cannot be cancelled (Conflict)."""
+        job = self.get(job_id)
+        if job["state"] in TERMINAL:
+            raise Conflict(f"job {job_id} already {job['state']}")
+        self.redis.set(f"{PREFIX}{job_id}:cancel", "1")
+        if job["state"] == QUEUED:
+            self.mark_cancelled(job_id, "cancelled before it started")
+        return self.get(job_id)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.redis.exists(f"{PREFIX}{job_id}:cancel"))
+
+    # -- lease -----------------------------------------------------------------
+    def acquire_lease(self, job_id: str, worker_id: str, ttl_s: float) -> bool:
+        return bool(self._acquire(keys=[f"{PREFIX}{job_id}:lease"], args=[worker_id, int(ttl_s * 1000)]))
+
+    def lease_holder(self, job_id: str) -> str | None:
+        return self.redis.get(f"{PREFIX}{job_id}:lease")
+
+    def release_lease(self, job_id: str, worker_id: str) -> None:
+        self._release(keys=[f"{PREFIX}{job_id}:lease"], args=[worker_id])

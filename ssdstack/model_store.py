@@ -1,0 +1,206 @@
+"""Versioned model store on a shared folder.
+
+Layout::
+
+    <store>/models/<name>/<version>/manifest.json   the source of truth for a version
+    <store>/models/<name>/<version>/<artefacts>     model.ckpt, model.onnx, reference.npz, ...
+    <store>/models/<name>/deployed                  {"version": n, ...}: what inferencers serve
+    <store>/.tmp/                                   staging, same filesystem as models/
+
+A version appears only by renaming a complete staging folder (its manifest already
+written), so a reader never sees a half-written version. Later stages add artefacts by
+copying them in under new names and then replacing ``manifest.json`` atomically: an
+artefact exists for readers only once the manifest lists it with its sha256.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ssdstack.errors import Conflict, InvalidInput, NotFound
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = 1
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a sibling temp file, fsync, then rename over ``path``."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(temp, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def check_name(name: str, what: str = "model name") -> str:
+    if not NAME_PATTERN.match(name or ""):
+        raise InvalidInput(f"invalid {what} {name!r}: use 1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
+    return name
+
+
+class ModelStore:
+    def __init__(self, store_dir: Path):
+        self.root = Path(store_dir)
+        self.models_dir = self.root / "models"
+        self.tmp_dir = self.root / ".tmp"
+        self._manifest_lock = threading.Lock()
+
+    # -- staging and publishing -------------------------------------------------
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A scratch folder on the store's filesystem, removed whatever happens."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        folder = self.tmp_dir / f"stage-{uuid.uuid4().hex}"
+        folder.mkdir()
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def publish(self, name: str, staged: Path, manifest: dict, artefacts: dict[str, str]) -> dict:
+        """Publish ``staged`` (holding ``artefacts``: kind -> file name) as the next version.
+
+        Fills in name, version, created_at and each artefact's sha256 and size, writes the
+        manifest, then renames the folder into place. Returns the manifest.
+        """
+        check_name(name)
+        model_dir = self.models_dir / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        manifest = dict(manifest, schema=MANIFEST_SCHEMA, name=name, created_at=utc_now(),
+                        artefacts={kind: self._describe(staged / file) for kind, file in artefacts.items()})
+        for _ in range(100):
+            version = max(self._version_numbers(name), default=0) + 1
+            manifest["version"] = version
+            write_json_atomic(staged / MANIFEST, manifest)
+            try:
+                os.rename(staged, model_dir / str(version))
+            except OSError:
+                if (model_dir / str(version)).exists():
+                    continue  # another publisher took this number; take the next
+                raise
+            staged.mkdir()  # the staging context removes it again
+            return manifest
+        raise Conflict(f"could not allocate a version number for model {name!r}")
+
+    def add_artefacts(self, name: str, version: int, files: dict[str, Path],
+                      update: Callable[[dict], None] | None = None) -> dict:
+        """Copy ``files`` (kind -> source path) into a published version, then let ``update``
+        edit the manifest, and replace the manifest atomically. Returns the new manifest."""
+        folder = self.version_dir(name, version)
+        added = {}
+        for kind, source in files.items():
+            target = folder / source.name
+            if target.exists():
+                raise Conflict(f"{name} v{version} already has {source.name}")
+            partial = folder / f".{source.name}.{uuid.uuid4().hex}.partial"
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)
+            added[kind] = self._describe(target)
+        with self._manifest_lock:
+            manifest = self.manifest(name, version)
+            manifest["artefacts"].update(added)
+            if update is not None:
+                update(manifest)
+            write_json_atomic(folder / MANIFEST, manifest)
+        return manifest
+
+    def update_manifest(self, name: str, version: int, update: Callable[[dict], None]) -> dict:
+        return self.add_artefacts(name, version, {}, update)
+
+    @staticmethod
+    def _describe(path: Path) -> dict:
+        return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+    # -- reading ---------------------------------------------------------------
+    def _version_numbers(self, name: str) -> list[int]:
+        folder = self.models_dir / name
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST).exists())
+
+    def version_dir(self, name: str, version: int) -> Path:
+        check_name(name)
+        folder = self.models_dir / name / str(int(version))
+        if not (folder / MANIFEST).exists():
+            raise NotFound(f"model {name!r} has no version {version}")
+        return folder
+
+    def manifest(self, name: str, version: int) -> dict:
+        return json.loads((self.version_dir(name, version) / MANIFEST).read_text())
+
+    def artefact_path(self, name: str, version: int, kind: str, manifest: dict | None = None) -> Path:
+        manifest = manifest or self.manifest(name, version)
+        entry = manifest["artefacts"].get(kind)
+        if entry is None:
+            raise NotFound(f"model {name!r} version {version} has no {kind} artefact")
+        return self.version_dir(name, version) / entry["file"]
+
+    def verify(self, name: str, version: int) -> list[str]:
+        """Artefacts whose sha256 no longer matches the manifest (empty when intact)."""
+        manifest = self.manifest(name, version)
+        folder = self.version_dir(name, version)
+        return [kind for kind, entry in manifest["artefacts"].items()
+                if not (folder / entry["file"]).exists() or sha256_file(folder / entry["file"]) != entry["sha256"]]
+
+    def versions(self, name: str) -> list[dict]:
+        check_name(name)
+        if not (self.models_dir / name).is_dir():
+            raise NotFound(f"no model named {name!r}")
+        return [self.manifest(name, v) for v in self._version_numbers(name)]
+
+    def models(self) -> list[dict]:
+        if not self.models_dir.is_dir():
+            return []
+        result = []
+        for folder in sorted(self.models_dir.iterdir()):
+            numbers = self._version_numbers(folder.name)
+            if numbers:
+                result.append({"name": folder.name, "versions": numbers, "latest": numbers[-1],
+                               "deployed": self.deployed_version(folder.name)})
+        return result
+
+    # -- deployment ------------------------------------------------------------
+    def deploy(self, name: str, version: int) -> dict:
+        """Point ``name``'s inferencers at ``version``, which must have passed a conversion."""
+        manifest = self.manifest(name, version)
+        if not manifest.get("serving"):
+            raise Conflict(f"model {name!r} version {version} has no converted artefact yet: convert it first")
+        record = {"version": int(version), "backends": sorted(manifest["serving"]), "deployed_at": utc_now()}
+        write_json_atomic(self.models_dir / name / "deployed", record)
+        return record
+
+    def deployed(self, name: str) -> dict | None:
+        path = self.models_dir / check_name(name) / "deployed"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def deployed_version(self, name: str) -> int | None:
+        record = self.deployed(name)
+        return None if record is None else int(record["version"])
+
+    def deployed_models(self) -> list[str]:
+        if not self.models_dir.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.models_dir.glob("*/deployed"))

@@ -1,0 +1,90 @@
+"""Settings from environment variables (prefix ``SSDSTACK_``), validated at start-up.
+
+One class per process kind; each reads only what it needs. A bad value stops the process
+with pydantic's message, which names the variable.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+class CommonSettings(BaseSettings):
+    """What every process (gateway and workers) shares."""
+
+    model_config = SettingsConfigDict(env_prefix="SSDSTACK_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    store_dir: Path = Path("var/store")
+    work_dir: Path = Path("var/work")
+    # Seconds the broker waits for an ack before redelivering an unacked (acks_late) task.
+    # It must exceed the longest job's run time, or a healthy job is delivered twice;
+    # a crashed worker's job comes back after this many seconds.
+    visibility_timeout: int = Field(default=6 * 3600, ge=10)
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    # A heartbeat or job lease older than this is dead.
+    heartbeat_ttl: float = Field(default=30.0, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+class WorkerSettings(CommonSettings):
+    """A Celery worker (trainer, converter or inferencer)."""
+
+    # Where the worker writes its liveness file for Kubernetes probes ("" = none).
+    heartbeat_file: str = ""
+    infer_backend: str = "auto"
+    convert_backend: str = "auto"
+    train_device: str = "auto"
+    # Inferencer: how many detect requests one process runs at once (threads).
+    infer_concurrency: int = Field(default=4, ge=1, le=64)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+
+
+class GatewaySettings(CommonSettings):
+    """The FastAPI gateway."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    detect_timeout: float = Field(default=30.0, gt=0)
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_image_bytes: int = Field(default=32 * 1024**2, ge=1)
+    max_archive_members: int = Field(default=200_000, ge=1)
+    max_unpacked_bytes: int = Field(default=20 * 1024**3, ge=1)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _require_keys(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("set at least one API key (comma-separated) in SSDSTACK_API_KEYS")
+        if any(len(key) < 8 for key in value):
+            raise ValueError("API keys must be at least 8 characters long")
+        return value
+
+
+@lru_cache
+def worker_settings() -> WorkerSettings:
+    return WorkerSettings()
+
+
+@lru_cache
+def gateway_settings() -> GatewaySettings:
+    return GatewaySettings()

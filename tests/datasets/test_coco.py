@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ssdstack.datasets.coco import load_coco_split, validate_coco_dataset
+from ssdstack.errors import InvalidDataset
+
+
+def problems_of(root, **kwargs) -> list[str]:
+    with pytest.raises(InvalidDataset) as caught:
+        validate_coco_dataset(root, **kwargs)
+    return caught.value.details
+
+
+# --- load_coco_split ---------------------------------------------------------------
+
+
+def test_load_maps_sparse_category_ids_to_contiguous_labels(tmp_path, make_coco):
+    root = make_coco(tmp_path / "ds", category_ids=(12, 3, 7))
+
+    split = load_coco_split(root, "train")
+
+    assert split.category_ids == (3, 7, 12)
+    assert split.label_names == ("class3", "class7", "class12")
+    record = split.records[0]
+    # write_coco gives box k to category_ids[k] = 12, 3, 7 -> labels 3, 1, 2.
+    assert record.labels.tolist() == [3, 1, 2]
+    assert record.labels.dtype == np.int64
+
+
+def test_load_converts_boxes_to_corners(coco_root):
+    split = load_coco_split(coco_root, "val")
+
+    record = split.records[0]
+    assert record.boxes.dtype == np.float32
+    np.testing.assert_array_equal(record.boxes, [[4, 5, 12, 11], [14, 5, 22, 11]])
+    assert record.path == coco_root / "val" / "val_1.jpg"
+    assert (record.width, record.height) == (64, 48)
+    assert split.annotation_file == coco_root / "annotations" / "instances_val.json"
+
+
+def test_load_leaves_out_crowd_and_zero_area_boxes(coco_root, edit_annotations):
+    with edit_annotations(coco_root, "train") as doc:
+        doc["annotations"][0]["iscrowd"] = 1
+        doc["annotations"][1]["bbox"] = [4, 5, 0, 6]
+
+    record = load_coco_split(coco_root, "train").records[0]
+
+    assert record.boxes.shape == (0, 4)
+    assert record.labels.shape == (0,)
+
+
+def test_load_missing_annotation_file_names_it(coco_root):
+    (coco_root / "annotations" / "instances_val.json").unlink()
+
+    with pytest.raises(InvalidDataset, match="instances_val.json is missing"):
+        load_coco_split(coco_root, "val")
+
+
+# --- validate_coco_dataset -----------------------------------------------------------
+
+
+def test_validate_summarises_a_valid_dataset(tmp_path, make_coco):
+    root = make_coco(tmp_path / "ds", category_ids=(7, 3), images_per_split=3)
+
+    summary = validate_coco_dataset(root)
+
+    assert summary.images == {"train": 3, "val": 3}
+    assert summary.annotations == {"train": 6, "val": 6}
+    assert summary.label_names == ("class3", "class7")
+
+
+def test_validate_accepts_box_within_one_pixel_of_the_border(coco_root, edit_annotations):
+    with edit_annotations(coco_root, "train") as doc:
+        doc["annotations"][0]["bbox"] = [-0.5, 0, 64.5, 48.9]
+
+    validate_coco_dataset(coco_root)
+
+
+def test_validate_missing_image(coco_root):
+    (coco_root / "train" / "train_2.jpg").unlink()
+
+    assert problems_of(coco_root) == ["train: image 2 (train_2.jpg): file is missing"]
+
+
+def test_validate_unreadable_image(coco_root):
+    (coco_root / "val" / "val_1.jpg").write_bytes(b"not an image at all")
+
+    [problem] = problems_of(coco_root)
+    assert problem.startswith("val: image 1 (val_1.jpg): cannot be decoded")
+
+
+def test_validate_truncated_jpeg(coco_root):
+    path = coco_root / "train" / "train_1.jpg"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+    [problem] = problems_of(coco_root)
+    assert problem.startswith("train: image 1 (train_1.jpg): cannot be decoded")
+    assert "truncated" in problem
+
+
+def test_validate_image_size_differs_from_json(coco_root, edit_annotations):
+    with edit_annotations(coco_root, "val") as doc:
+        doc["images"][1]["width"] = 640
+
+    assert problems_of(coco_root) == ["val: image 2 (val_2.jpg): is 64x48 but the json says 640x48"]
+
+
+def test_validate_image_over_pixel_limit(coco_root):
+    problems = problems_of(coco_root, max_pixels=1000)
+
+    assert len(problems) == 4
+    assert problems[0] == "train: image 1 (train_1.jpg): has 3072 pixels, more than the limit of 1000"
+
+
+def test_validate_box_outside_image(coco_root, edit_annotations):
+    with edit_annotations(coco_root, "train") as doc:
+        doc["annotations"][2]["bbox"] = [60, 40, 10, 10]
+
+    assert problems_of(coco_root) == [
+        "train: annotation 3: bbox [60, 40, 10, 10] extends outside image 2 (64x48)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bbox", "expected"),
+    [
+        ([1, 2, 3], "must be 4 finite numbers"),
+        ([1, 2, float("nan"), 3], "must be 4 finite numbers"),
+        ([1, 2, "3", 4], "must be 4 finite numbers"),
+        ([1, 2, 0, 4], "zero or negative"),
+        ([1, 2, 3, -4], "zero or negative"),
+    ],
+)
+def test_validate_malformed_bbox(coco_root, edit_annotations, bbox, expected):
+    with edit_annotations(coco_root, "val") as doc:
+        doc["annotations"][0]["bbox"] = bbox
+
+    [problem] = problems_of(coco_root)
+    assert problem.startswith("val: annotation 1: bbox")
+    assert expected in problem
+
+
+def test_validate_unknown_category_and_image(coco_root, edit_annotations):
+    with edit_annotations(coco_root, "train") as doc:
+        doc["annotations"][0]["category_id"] = 99
+        doc["annotations"][1]["image_id"] = 42
+
+    assert problems_of(coco_root) == [
+        "train: annotation 1: refers to unknown category 99",
+        "train: annotation 2: refers to unknown image 42",
+    ]
+
+
+def test_validate_empty_train_split(coco_root, edit_annotations):
+    with edit_annotations(coco_root, "train") as doc:
+        doc["annotations"] = []
+
+    assert problems_of(coco_root) == [
+        "train: has no annotations; training needs at least one box"
+    ]
+
+
+def test_validate_split_without_images(coco_root, edit_annotations):
+    with edit_annotations(coco_root, "val") as doc:
+        doc["images"], doc["annotations"] = [], []
+
+    assert problems_of(coco_root) == ["val: has no images"]
+
+
+def test_validate_missing_and_malformed_annotation_files(coco_root):
+    (coco_root / "annotations" / "instances_train.json").write_text("{not json")
+    (coco_root / "annotations" / "instances_val.json").unlink()
+
+    problems = problems_of(coco_root)
+
+    assert problems[0].startswith("train: annotations/instances_train.json cannot be read as JSON")
+    assert problems[1] == "val: annotations/instances_val.json is missing"
+
+
+def test_validate_json_without_required_lists(coco_root):
+    (coco_root / "annotations" / "instances_val.json").write_text('{"images": []}')
+
+    assert problems_of(coco_root) == [
+        "val: annotations/instances_val.json lacks the list(s) annotations, categories"
+    ]
+
+
+def test_validate_categories_must_match_between_splits(coco_root, edit_annotations):
+    with edit_annotations(coco_root, "val") as doc:
+        doc["categories"][1]["name"] = "renamed"
+
+    assert problems_of(coco_root) == ["val: categories [2] differ from train's"]
+
+
+@pytest.mark.parametrize("file_name", ["../escape.jpg", "/etc/passwd", "C:/x.jpg", "a\\b.jpg"])
+def test_validate_rejects_unsafe_file_names(coco_root, edit_annotations, file_name):
+    with edit_annotations(coco_root, "train") as doc:
+        doc["images"][0]["file_name"] = file_name
+
+    [problem] = problems_of(coco_root)
+    assert problem.startswith(f"train: image 1: file_name {file_name!r}")
+
+
+def test_validate_collects_every_problem_and_caps_details(coco_root, edit_annotations):
+    (coco_root / "train" / "train_1.jpg").unlink()
+    with edit_annotations(coco_root, "val") as doc:
+        for ann in doc["annotations"]:
+            ann["category_id"] = 99
+
+    with pytest.raises(InvalidDataset) as caught:
+        validate_coco_dataset(coco_root, max_problems=3)
+
+    assert caught.value.message == "dataset has 5 problems"
+    assert caught.value.details[0] == "train: image 1 (train_1.jpg): file is missing"
+    assert len(caught.value.details) == 3

@@ -1,0 +1,25 @@
+"""Trainer worker: ``celery -A trainer.worker worker -Q train --pool solo``.
+
+The solo pool runs the job in the worker's own process: MindSpore is never forked after
+import, and one training job at a time is the norm.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+from ssdstack.celery_app import TRAIN_QUEUE, create_app
+from ssdstack.settings import worker_settings
+from ssdstack.worker import WorkerRuntime
+from trainer import tasks
+
+
+def backends() -> dict:
+    return {"train": ["mindspore"] if importlib.util.find_spec("mindspore") else [],
+            "device": worker_settings().train_device}
+
+
+settings = worker_settings()
+app = create_app(settings, "trainer")
+runtime = WorkerRuntime("trainer", [TRAIN_QUEUE], settings, backends)
+runtime.install(app)
+tasks.register(app, runtime)
