@@ -30,7 +30,8 @@ def evaluate_served(store_dir, name: str, version: int, dataset: str | None, spl
         raise InvalidInput(f"dataset {dataset!r} has labels {list(data.label_names)}, "
                            f"model {name} v{version} was trained on {manifest['labels']}")
     engine = select_engine(engine_name)
-    detector = Detector(engine, manifest, name, version, models.version_dir(name, version))
+    engine.load(models.version_dir(name, version), manifest)
+    detector = Detector(engine, manifest, name, version)
     category_ids = np.asarray(manifest["category_ids"])
     results = []
     started = time.monotonic()

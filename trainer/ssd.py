@@ -76,6 +76,12 @@ class SsdLoss(nn.Cell):
 
     Inputs: images ``[N, 3, H, W]``, ``gt_loc [N, P, 4]``, ``gt_label [N, P]`` int32
     (0 = background), ``num_positives [N]`` int32. Returns a scalar.
+
+    The focal loss covers the object columns only (a negative prior has all-zero targets),
+    as in RetinaNet. The zoo also trains column 0 towards "background" on every negative
+    prior; with thousands of negatives per positive that term dominates the loss and, on
+    short CPU runs, kept the object classifier from learning at all. Column 0 stays in the
+    output for the MindX SDK postprocessor, which skips it, as ours does.
     """
 
     def __init__(self, network: SSD, gamma: float = 2.0, alpha: float = 0.75):
@@ -84,6 +90,9 @@ class SsdLoss(nn.Cell):
         self.gamma = gamma
         self.alpha = alpha
         self.smooth_l1 = nn.SmoothL1Loss()
+        column_weight = np.ones(network.num_classes, np.float32)
+        column_weight[0] = 0.0
+        self.column_weight = Tensor(column_weight)
 
     def construct(self, images, gt_loc, gt_label, num_positives):
         loc, logits = self.network(images)
@@ -97,7 +106,7 @@ class SsdLoss(nn.Cell):
         probability = ops.sigmoid(logits)
         p_t = target * probability + (1 - target) * (1 - probability)
         weight = target * self.alpha + (1 - target) * (1 - self.alpha)
-        focal = ops.pow(1 - p_t, self.gamma) * weight * cross_entropy
+        focal = ops.pow(1 - p_t, self.gamma) * weight * cross_entropy * self.column_weight
         return (ops.reduce_sum(focal) + ops.reduce_sum(loc_loss)) / total_positives
 
 
