@@ -26,7 +26,7 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
             if isinstance(spec, PipelineSpec):
                 runtime.jobs.set_result_field(job_id, "conversion", result)
                 ctx.progress(stage="queued:evaluate")
-                send_stage(app, EVALUATE_TASK, job_id)
+                send_stage(app, runtime.jobs, EVALUATE_TASK, job_id)
                 return None
             return dict(result, model=name, version=version)
 

@@ -19,8 +19,12 @@ def error_response(status: int, code: str, message: str, details=None, headers=N
                         content={"error": {"code": code, "message": message, "details": details}})
 
 
-def _field(location: tuple) -> str:
-    parts = [str(p) for p in location if p not in ("body", "query", "path")]
+def _field(error: dict) -> str:
+    """The dotted name of the offending field (``pipeline.epochs``); for a job spec whose
+    ``type`` is missing or unknown, ``type``."""
+    if error["type"].startswith("union_tag"):
+        return str(error.get("ctx", {}).get("discriminator", "type")).strip("'")
+    parts = [str(p) for p in error["loc"] if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
 
 
@@ -32,7 +36,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [{"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in error.errors()]
+        problems = [{"field": _field(e), "message": e["msg"], "type": e["type"]} for e in error.errors()]
         fields = ", ".join(sorted({p["field"] for p in problems}))
         return error_response(422, "validation_error", f"invalid request: {fields}", problems)
 

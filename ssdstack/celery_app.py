@@ -21,7 +21,11 @@ TASK_QUEUES = {TRAIN_TASK: TRAIN_QUEUE, CONVERT_TASK: CONVERT_QUEUE,
 
 def create_app(settings: CommonSettings, name: str = "ssdstack") -> Celery:
     app = Celery(name, broker=settings.redis_url, backend=settings.redis_url, set_as_current=False)
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    # Unacknowledged messages older than the visibility timeout go back to their queue;
+    # every worker with a free event loop sweeps for them every few seconds (kombu's
+    # default sweeps only every ~100 s).
+    transport = {"visibility_timeout": settings.visibility_timeout,
+                 "unacked_restore_interval": 5, "unacked_restore_throttle": 1}
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

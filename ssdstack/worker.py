@@ -118,6 +118,10 @@ class WorkerRuntime:
         if job["state"] in TERMINAL:
             log.info("job %s already %s; not running it again", job_id, job["state"])
             return
+        if job.get("stage", task.name) != task.name:
+            # A late redelivery of a pipeline stage the job has already moved past.
+            log.info("job %s is at stage %s; dropping a stale %s message", job_id, job["stage"], task.name)
+            return
         ttl = self.settings.heartbeat_ttl
         if not self.jobs.acquire_lease(job_id, self.worker_id, ttl):
             holder = self.jobs.lease_holder(job_id)
@@ -137,6 +141,8 @@ class WorkerRuntime:
         renewer.start()
         ctx = RedisJobContext(self.jobs, job_id)
         try:
+            if ctx.cancelled():
+                raise JobCancelled(f"cancelled before {task.name} started")
             if not self.jobs.mark_running(job_id, self.worker_id):
                 return
             result = body(ctx)

@@ -31,7 +31,7 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
                 result = job["result"]
             if isinstance(spec, PipelineSpec):
                 ctx.progress(stage="queued:convert")
-                send_stage(app, CONVERT_TASK, job_id)
+                send_stage(app, runtime.jobs, CONVERT_TASK, job_id)
                 return None
             return result
 

@@ -19,7 +19,7 @@ State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 @router.post("", status_code=202, summary="Submit a job (train | convert | evaluate | pipeline)")
 def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, celery: CeleryDep) -> dict:
     job = jobs.create(spec.type, spec.model_dump())
-    send_stage(celery, FIRST_STAGE[spec.type], job["id"], first=True)
+    send_stage(celery, jobs, FIRST_STAGE[spec.type], job["id"], first=True)
     return job
 
 

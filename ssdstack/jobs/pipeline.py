@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from ssdstack.celery_app import TASK_QUEUES
+from ssdstack.jobs.records import JobStore
 from ssdstack.jobs.specs import ConvertSpec, EvaluateSpec, PipelineSpec, TrainSpec
 
 SPEC_TYPES = {"train": TrainSpec, "convert": ConvertSpec, "evaluate": EvaluateSpec, "pipeline": PipelineSpec}
@@ -18,8 +19,10 @@ def parse_spec(job: dict):
     return SPEC_TYPES[job["type"]].model_validate(job["spec"])
 
 
-def send_stage(app: Celery, task_name: str, job_id: str, first: bool = False) -> None:
-    """Queue ``task_name`` for ``job_id``. The first stage's Celery task id is the job id."""
+def send_stage(app: Celery, jobs: JobStore, task_name: str, job_id: str, first: bool = False) -> None:
+    """Make ``task_name`` the job's current stage and queue it. The first stage's Celery
+    task id is the job id."""
+    jobs.set_stage(job_id, task_name)
     task_id = job_id if first else f"{job_id}.{task_name}"
     app.send_task(task_name, args=[job_id], task_id=task_id, queue=TASK_QUEUES[task_name])
 

@@ -136,6 +136,10 @@ class JobStore:
         return self._write_state(job_id, state=CANCELLED, finished_at=_now(),
                                  error={"code": "cancelled", "message": message, "details": None})
 
+    def set_stage(self, job_id: str, task_name: str) -> None:
+        """Record which stage's task is the job's current one (see ``WorkerRuntime.run_job``)."""
+        self.redis.hset(PREFIX + job_id, mapping={"stage": task_name, "updated_at": _now()})
+
     def set_result_field(self, job_id: str, key: str, value: Any) -> None:
         """Merge ``{key: value}`` into the result while the job is running (pipeline stages)."""
         job = self.get(job_id)

@@ -1,0 +1,84 @@
+"""API behaviour on the real stack that needs no trained model (runs before test_pipeline)."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import httpx
+import pytest
+from PIL import Image
+
+from ssdstack.client import ApiError
+
+pytestmark = pytest.mark.slow
+
+
+def test_health_and_readiness_need_no_key(stack):
+    base = f"http://127.0.0.1:{stack.gateway_port}"
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{base}/readyz").json()
+    assert ready["status"] == "ready" and all(ready["queues"].values())
+    assert httpx.get(f"{base}/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong-key-123"}, {"Authorization": "Bearer nope-nope"}])
+def test_missing_or_wrong_key_is_401(stack, headers):
+    response = httpx.get(f"http://127.0.0.1:{stack.gateway_port}/v1/jobs", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+def test_bearer_key_works(stack):
+    response = httpx.get(f"http://127.0.0.1:{stack.gateway_port}/v1/jobs",
+                         headers={"Authorization": "Bearer integration-test-key"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"type": "train"}, "train.dataset"),
+    ({"type": "train", "dataset": "d", "epochs": 0}, "train.epochs"),
+    ({"type": "pipeline", "dataset": "d", "architecture": "yolo"}, "pipeline.architecture"),
+    ({"type": "pipeline", "dataset": "d", "epoch": 3}, "pipeline.epoch"),
+    ({"type": "convert", "model": "m"}, "convert.version"),
+    ({"type": "teleport"}, "type"),
+])
+def test_bad_job_spec_is_422_naming_the_field(client, spec, field):
+    with pytest.raises(ApiError) as raised:
+        client.submit(spec)
+    assert raised.value.status == 422
+    assert field in raised.value.body["error"]["message"]
+
+
+def test_detect_without_a_deployed_model_is_409(client):
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buffer, "PNG")
+    with pytest.raises(ApiError) as raised:
+        client.detect(buffer.getvalue())
+    assert raised.value.status == 409
+    assert "deployed" in raised.value.body["error"]["message"]
+
+
+def test_training_on_a_missing_dataset_fails_with_the_reason(client):
+    job = client.wait(client.submit({"type": "pipeline", "dataset": "no-such-data",
+                                     "architecture": "ssd_lite_mobilenet_v2"})["id"], timeout=120)
+    assert job["state"] == "failed"
+    assert "no-such-data" in job["error"]["message"]
+    assert client.get("/v1/models")["models"] == []
+
+
+def test_a_bad_upload_leaves_nothing(client, stack, tmp_path):
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("annotations/instances_train.json", "{not json")
+        out.writestr("../escape.txt", "x")
+    with pytest.raises(ApiError) as raised:
+        client.upload_dataset(archive, "bad")
+    assert raised.value.status == 400
+    assert client.get("/v1/datasets")["datasets"] == []
+    assert not any((stack.store_dir / ".tmp").iterdir())
+
+
+def test_unknown_job_is_404(client):
+    with pytest.raises(ApiError) as raised:
+        client.job("0" * 32)
+    assert raised.value.status == 404
