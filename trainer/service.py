@@ -49,6 +49,27 @@ def resolve_device(requested: str) -> str:
     return "CPU"
 
 
+def version_manifest(recipe: Recipe, label_names, category_ids, metrics: dict, training: dict, lineage: dict) -> dict:
+    """What a published version's manifest says about the model (the store adds name,
+    version, time and artefact hashes)."""
+    return {
+        "architecture": recipe.architecture,
+        "image_size": recipe.image_size,
+        "num_classes": len(label_names) + 1,
+        "labels": list(label_names),
+        "category_ids": list(category_ids),
+        "preprocessing": {"colour_order": "RGB", "mean": list(recipe.mean), "std": list(recipe.std),
+                          "resize": "stretch-bilinear", "layout": "NCHW", "scale": "(x - mean) / std on 0..255"},
+        "priors": dict(recipe.priors.to_dict(), count=recipe.priors.num_priors(), format="cy,cx,h,w"),
+        "outputs": {"boxes": "normalised y0,x0,y1,x1", "scores": "sigmoid per class, column 0 background"},
+        "postprocess": dict(recipe.postprocess),
+        "metrics": metrics,
+        "training": training,
+        "lineage": lineage,
+        "serving": {},
+    }
+
+
 def run_dir_for(store_dir: Path, job_id: str) -> Path:
     return Path(store_dir) / "jobs" / job_id
 
@@ -96,28 +117,14 @@ def train_and_publish(spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: 
         artefacts = export_network(network, recipe, val_split, staged, formats)
         (staged / "labels.txt").write_text("\n".join(("background",) + train_split.label_names) + "\n")
         artefacts["labels"] = "labels.txt"
-        manifest = {
-            "architecture": recipe.architecture,
-            "image_size": recipe.image_size,
-            "num_classes": len(train_split.label_names) + 1,
-            "labels": list(train_split.label_names),
-            "category_ids": list(train_split.category_ids),
-            "preprocessing": {"colour_order": "RGB", "mean": list(recipe.mean), "std": list(recipe.std),
-                              "resize": "stretch-bilinear", "layout": "NCHW", "scale": "(x - mean) / std on 0..255"},
-            "priors": dict(recipe.priors.to_dict(), count=recipe.priors.num_priors(), format="cy,cx,h,w"),
-            "outputs": {"boxes": "normalised y0,x0,y1,x1", "scores": "sigmoid per class, column 0 background"},
-            "postprocess": dict(recipe.postprocess),
-            "metrics": {"trained": trained},
-            "training": {"device": device, "epochs": config.epochs, "batch_size": config.batch_size,
-                         "lr": config.lr, "warmup_epochs": config.warmup_epochs,
-                         "weight_decay": config.weight_decay, "loss_scale": config.loss_scale,
-                         "seed": config.seed, "final_loss": outcome.final_loss,
-                         "resumed_from_epoch": outcome.resumed_from_epoch,
-                         "seconds": round(outcome.seconds, 1)},
-            "lineage": {"job_id": job_id, "dataset": spec.dataset, "dataset_sha256": dataset_info.get("sha256"),
-                        "parent_version": None},
-            "serving": {},
-        }
+        training = {"device": device, "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
+                    "warmup_epochs": config.warmup_epochs, "weight_decay": config.weight_decay,
+                    "loss_scale": config.loss_scale, "seed": config.seed, "final_loss": outcome.final_loss,
+                    "resumed_from_epoch": outcome.resumed_from_epoch, "seconds": round(outcome.seconds, 1)}
+        lineage = {"job_id": job_id, "dataset": spec.dataset, "dataset_sha256": dataset_info.get("sha256"),
+                   "parent_version": None}
+        manifest = version_manifest(recipe, train_split.label_names, train_split.category_ids,
+                                    {"trained": trained}, training, lineage)
         manifest = models.publish(spec.model, staged, manifest, artefacts)
     shutil.rmtree(run_dir, ignore_errors=True)
     ctx.log(f"published {spec.model} version {manifest['version']}")
