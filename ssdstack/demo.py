@@ -35,7 +35,7 @@ class DemoConfig:
     classes: int = 3
     seed: int = 7
     architecture: str = "ssd_lite_mobilenet_v2"
-    epochs: int = 20
+    epochs: int = 15
     batch_size: int = 16
     lr: float = 0.05
     model: str = "demo"

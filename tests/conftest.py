@@ -7,6 +7,13 @@ import MindSpore (the converter and inferencer never do, and with protobuf 7 imp
 """
 from __future__ import annotations
 
+import importlib.util
+
+# With protobuf 7, importing onnx before mindspore in one process breaks MindSpore's
+# protobuf descriptors; MindSpore first works. Tests import both, so MindSpore goes first.
+if importlib.util.find_spec("mindspore"):
+    import mindspore  # noqa: F401
+
 import json
 import os
 import shutil

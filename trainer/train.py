@@ -108,7 +108,11 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
     found = latest_checkpoint(run_dir)
     if found is not None:
         path, start_epoch = found
-        not_loaded, _ = ms.load_param_into_net(train_step, ms.load_checkpoint(str(path)))
+        # The learning-rate table is rebuilt from the spec; the restored global step picks
+        # the position in it.
+        state = {k: v for k, v in ms.load_checkpoint(str(path)).items() if k != "learning_rate"}
+        not_loaded, _ = ms.load_param_into_net(train_step, state)
+        not_loaded = [name for name in not_loaded if name != "learning_rate"]
         if not_loaded:
             raise RuntimeError(f"checkpoint {path.name} does not fit this network: {not_loaded[:5]}")
         ctx.log(f"resuming from {path.name} after epoch {start_epoch}")

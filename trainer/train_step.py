@@ -6,7 +6,6 @@ same code runs on CPU, GPU and Ascend.
 """
 from __future__ import annotations
 
-import mindspore as ms
 from mindspore import nn, ops
 from mindspore.amp import DynamicLossScaler, StaticLossScaler, all_finite
 
@@ -35,8 +34,3 @@ class TrainStep(nn.Cell):
             loss = ops.depend(loss, self.optimizer(grads))
         return loss, finite
 
-
-def set_mindspore_context(device_target: str, work_dir: str) -> None:
-    """Graph mode on the chosen device; compile dumps go to ``work_dir``, not the cwd."""
-    ms.set_context(mode=ms.GRAPH_MODE, device_target=device_target, save_graphs=False)
-    ms.set_recursion_limit(10000) if hasattr(ms, "set_recursion_limit") else None
