@@ -92,7 +92,9 @@ class ModelStore:
         manifest = dict(manifest, schema=MANIFEST_SCHEMA, name=name, created_at=utc_now(),
                         artefacts={kind: self._describe(staged / file) for kind, file in artefacts.items()})
         for _ in range(100):
-            version = max(self._version_numbers(name), default=0) + 1
+            # Numbers of folders without a manifest (left by a crash) are skipped, not reused.
+            taken = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
+            version = max(taken, default=0) + 1
             manifest["version"] = version
             write_json_atomic(staged / MANIFEST, manifest)
             try:

@@ -1,0 +1,89 @@
+"""The versioned model store: atomic publish, version numbers, artefacts, deployment."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ssdstack.errors import Conflict, InvalidInput, NotFound
+from ssdstack.model_store import ModelStore, sha256_file
+
+
+def _publish(store: ModelStore, name: str = "m", payload: bytes = b"weights") -> dict:
+    with store.staging() as staged:
+        (staged / "model.onnx").write_bytes(payload)
+        return store.publish(name, staged, {"labels": ["a"], "serving": {}}, {"onnx": "model.onnx"})
+
+
+def test_publish_numbers_versions_and_hashes_artefacts(tmp_path):
+    store = ModelStore(tmp_path)
+    first, second = _publish(store), _publish(store, payload=b"other")
+    assert (first["version"], second["version"]) == (1, 2)
+    folder = store.version_dir("m", 1)
+    assert first["artefacts"]["onnx"] == {"file": "model.onnx", "sha256": sha256_file(folder / "model.onnx"),
+                                          "bytes": 7}
+    assert json.loads((folder / "manifest.json").read_text()) == first
+    assert [m["version"] for m in store.versions("m")] == [1, 2]
+    assert store.verify("m", 1) == []
+    assert not any((tmp_path / ".tmp").iterdir())
+
+
+def test_a_failed_publish_leaves_no_version(tmp_path):
+    store = ModelStore(tmp_path)
+    with pytest.raises(RuntimeError):
+        with store.staging() as staged:
+            (staged / "model.onnx").write_bytes(b"half")
+            raise RuntimeError("export crashed")
+    assert store.models() == [] and not any((tmp_path / ".tmp").iterdir())
+
+
+def test_a_folder_without_manifest_is_not_a_version(tmp_path):
+    store = ModelStore(tmp_path)
+    _publish(store)
+    (tmp_path / "models" / "m" / "2").mkdir()  # what a crash in the middle of a copy could leave
+    assert [m["version"] for m in store.versions("m")] == [1]
+    (tmp_path / "models" / "m" / "2" / "model.onnx").write_bytes(b"partial")
+    assert _publish(store)["version"] == 3  # the leftover number is skipped, not reused
+    with pytest.raises(NotFound):
+        store.manifest("m", 7)
+
+
+def test_add_artefacts_updates_manifest_and_refuses_overwrite(tmp_path):
+    store = ModelStore(tmp_path)
+    _publish(store)
+    extra = tmp_path / "model.ort.onnx"
+    extra.write_bytes(b"optimised")
+
+    def mark(manifest):
+        manifest["serving"]["onnxruntime"] = {"artefact": "serving_onnxruntime"}
+
+    manifest = store.add_artefacts("m", 1, {"serving_onnxruntime": extra}, mark)
+    assert manifest["artefacts"]["serving_onnxruntime"]["sha256"] == sha256_file(extra)
+    assert store.manifest("m", 1)["serving"] == {"onnxruntime": {"artefact": "serving_onnxruntime"}}
+    with pytest.raises(Conflict):
+        store.add_artefacts("m", 1, {"serving_onnxruntime": extra})
+
+
+def test_tampered_artefact_is_reported(tmp_path):
+    store = ModelStore(tmp_path)
+    _publish(store)
+    (store.version_dir("m", 1) / "model.onnx").write_bytes(b"tampered")
+    assert store.verify("m", 1) == ["onnx"]
+
+
+def test_deploy_needs_a_converted_version(tmp_path):
+    store = ModelStore(tmp_path)
+    _publish(store)
+    with pytest.raises(Conflict, match="convert it first"):
+        store.deploy("m", 1)
+    store.update_manifest("m", 1, lambda m: m["serving"].update(onnxruntime={"artefact": "x"}))
+    record = store.deploy("m", 1)
+    assert record["version"] == 1 and record["backends"] == ["onnxruntime"]
+    assert store.deployed_version("m") == 1 and store.deployed_models() == ["m"]
+    assert store.models() == [{"name": "m", "versions": [1], "latest": 1, "deployed": 1}]
+
+
+@pytest.mark.parametrize("name", ["", "../x", "Upper", "a/b", "-lead", "x" * 64])
+def test_bad_names_are_rejected(tmp_path, name):
+    with pytest.raises(InvalidInput):
+        ModelStore(tmp_path).versions(name)
