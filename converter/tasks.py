@@ -13,7 +13,7 @@ from ssdstack.worker import WorkerRuntime
 def register(app: Celery, runtime: WorkerRuntime) -> None:
     store = ModelStore(runtime.settings.store_dir)
 
-    @app.task(name=CONVERT_TASK, bind=True, acks_late=True)
+    @app.task(name=CONVERT_TASK, bind=True, acks_late=True, ignore_result=True)
     def convert(task, job_id: str) -> None:
         def body(ctx):
             from converter.service import convert_version

@@ -62,7 +62,7 @@ def register(app: Celery, runtime: WorkerRuntime, repository: ModelRepository) -
             return {"error": {"code": "internal_error", "message": f"{type(error).__name__}: {error}",
                               "details": None}, "status": 500}
 
-    @app.task(name=EVALUATE_TASK, bind=True, acks_late=True)
+    @app.task(name=EVALUATE_TASK, bind=True, acks_late=True, ignore_result=True)
     def evaluate(task, job_id: str) -> None:
         def body(ctx):
             from inferencer.evaluate import evaluate_served

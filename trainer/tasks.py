@@ -12,7 +12,7 @@ from ssdstack.worker import WorkerRuntime
 def register(app: Celery, runtime: WorkerRuntime) -> None:
     settings = runtime.settings
 
-    @app.task(name=TRAIN_TASK, bind=True, acks_late=True)
+    @app.task(name=TRAIN_TASK, bind=True, acks_late=True, ignore_result=True)
     def train(task, job_id: str) -> None:
         def body(ctx):
             # MindSpore is imported here, in the worker process that runs the job, never

@@ -7,39 +7,20 @@ for every engine. Heavy libraries are imported inside ``load`` only.
 """
 from __future__ import annotations
 
-import importlib.util
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from ssdstack.backends import Backend
 from ssdstack.errors import Conflict, ServiceUnavailable
 from ssdstack.model_store import sha256_file
 
 
-class InferenceEngine:
+class InferenceEngine(Backend):
     """Base class: subclasses set the class attributes and implement ``load`` and ``predict``."""
 
-    name: str = ""
-    serving_kind: str = ""                # manifest artefact kind the engine loads
-    python_modules: tuple[str, ...] = ()  # importable modules the engine needs
-    executables: tuple[str, ...] = ()     # programs it needs on PATH
-    install_hint: str = ""                # how to get them, for missing()
-
-    def is_available(self) -> bool:
-        return not self._missing_parts()
-
-    def missing(self) -> str:
-        """Empty when available; otherwise what is missing and how to install it."""
-        parts = self._missing_parts()
-        if not parts:
-            return ""
-        return f"inference engine {self.name!r} needs {', '.join(parts)}: {self.install_hint}"
-
-    def _missing_parts(self) -> list[str]:
-        modules = [f"python module {m!r}" for m in self.python_modules if importlib.util.find_spec(m) is None]
-        programs = [f"program {p!r} on PATH" for p in self.executables if shutil.which(p) is None]
-        return modules + programs
+    kind = "inference engine"
+    serving_kind: str = ""  # manifest artefact kind the engine loads
 
     def serving_file(self, version_dir: Path, manifest: dict) -> Path:
         """The version's :attr:`serving_kind` artefact, checked against its sha256.
