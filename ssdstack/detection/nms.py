@@ -12,17 +12,15 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     """Greedy NMS over ``[N, 4]`` corner boxes; returns kept indices, best score first.
 
     A box is dropped when its IoU with an already kept box is strictly above the threshold.
+    The IoU matrix is computed once (callers bound N with a per-class top-k).
     """
     order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    while order.size:
-        best = order[0]
-        keep.append(int(best))
-        if order.size == 1:
-            break
-        overlaps = box_iou(boxes[best][None], boxes[order[1:]])[0]
-        order = order[1:][overlaps <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+    overlaps = box_iou(boxes[order], boxes[order]) > iou_threshold
+    keep = np.ones(order.size, dtype=bool)
+    for i in range(order.size):
+        if keep[i]:
+            keep[i + 1:] &= ~overlaps[i, i + 1:]
+    return order[keep].astype(np.int64)
 
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float) -> np.ndarray:
