@@ -8,7 +8,6 @@ box.
 """
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import sys
@@ -89,7 +88,7 @@ class ProgressView:
 
 def held_out_image(folder: Path, seed: int, classes: int) -> tuple[bytes, np.ndarray, list[str], list[int]]:
     """A fresh synthetic image the model never saw, with its boxes (pixels x1,y1,x2,y2) and labels."""
-    summary = synthesize(folder, images=2, classes=classes, seed=seed)
+    synthesize(folder, images=2, classes=classes, seed=seed)
     doc = json.loads((folder / "annotations" / "instances_train.json").read_text())
     image = doc["images"][0]
     annotations = [a for a in doc["annotations"] if a["image_id"] == image["id"]]
@@ -97,7 +96,6 @@ def held_out_image(folder: Path, seed: int, classes: int) -> tuple[bytes, np.nda
     boxes = np.asarray([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                         for a in annotations], np.float32)
     labels = [names[a["category_id"]] for a in annotations]
-    del summary
     return (folder / "train" / image["file_name"]).read_bytes(), boxes, labels, [image["width"], image["height"]]
 
 
