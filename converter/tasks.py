@@ -4,10 +4,10 @@ from __future__ import annotations
 from celery import Celery
 
 from ssdstack.celery_app import CONVERT_TASK, EVALUATE_TASK
-from ssdstack.jobs.pipeline import parse_spec, send_stage, target_version
+from ssdstack.jobs.pipeline import parse_spec, target_version
 from ssdstack.jobs.specs import PipelineSpec
 from ssdstack.model_store import ModelStore
-from ssdstack.worker import WorkerRuntime
+from ssdstack.worker import NextStage, WorkerRuntime
 
 
 def register(app: Celery, runtime: WorkerRuntime) -> None:
@@ -24,10 +24,8 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
             backend = spec.backend if spec.backend != "auto" else runtime.settings.convert_backend
             result = convert_version(store, name, version, backend, ctx, tolerance=spec.tolerance)
             if isinstance(spec, PipelineSpec):
-                runtime.jobs.set_result_field(job_id, "conversion", result)
-                ctx.progress(stage="queued:evaluate")
-                send_stage(app, runtime.jobs, EVALUATE_TASK, job_id)
-                return None
+                runtime.jobs.merge_result(job_id, {"conversion": result})
+                return NextStage(EVALUATE_TASK)
             return dict(result, model=name, version=version)
 
         runtime.run_job(task, job_id, body)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import kombu.exceptions
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,6 +14,8 @@ from starlette.exceptions import HTTPException
 from ssdstack.errors import SsdStackError
 
 log = logging.getLogger(__name__)
+# Redis (job records, replies) or the broker behind it is down: the client may retry.
+BROKER_ERRORS = (redis.RedisError, kombu.exceptions.OperationalError)
 
 
 def error_response(status: int, code: str, message: str, details=None, headers=None) -> JSONResponse:
@@ -43,6 +47,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
         return error_response(error.status_code, "http_error", str(error.detail))
+
+    @app.exception_handler(redis.RedisError)
+    @app.exception_handler(kombu.exceptions.OperationalError)
+    async def broker_down(_: Request, error: Exception) -> JSONResponse:
+        return error_response(503, "service_unavailable", f"Redis is unreachable: {error}")
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:

@@ -18,7 +18,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                   description="Train SSD detectors, convert them for serving, and detect objects over REST. "
                               "Send the API key as `X-API-Key` or `Authorization: Bearer`.")
     app.state.settings = settings
-    app.state.jobs = JobStore.from_url(settings.redis_url, socket_timeout=settings.detect_timeout + 10)
+    app.state.jobs = JobStore.from_url(settings.redis_url, socket_timeout=settings.detect_timeout + 10,
+                                      retention_s=settings.job_retention)
     app.state.models = ModelStore(settings.store_dir)
     app.state.datasets = DatasetStore(settings.store_dir)
     app.state.celery = create_celery(settings, "gateway")

@@ -1,7 +1,8 @@
 """Served mAP: the deployed engine (not MindSpore) on a dataset split, scored by pycocotools.
 
-Each image goes through exactly the path ``/v1/detect`` uses (file bytes -> decode ->
-resize -> engine -> NMS -> original pixels), so the number is what users get.
+Each image goes through the path ``/v1/detect`` uses (file bytes -> decode -> resize ->
+engine -> NMS -> original pixels), so the number is what users get; only EXIF rotation
+is left out, because COCO boxes are in the stored pixel frame.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ssdstack.datasets.coco import load_coco_split
 from ssdstack.datasets.store import DatasetStore
 from ssdstack.errors import InvalidInput
 from ssdstack.evaluation import coco_evaluate, detections_to_coco
+from ssdstack.images import decode_image
 from ssdstack.jobs.context import JobCancelled, JobContext
 from ssdstack.model_store import ModelStore, utc_now
 from inferencer.backends import select_engine
@@ -26,9 +28,10 @@ def evaluate_served(store_dir, name: str, version: int, dataset: str | None, spl
     manifest = models.manifest(name, version)
     dataset = dataset or manifest["lineage"]["dataset"]
     data = load_coco_split(DatasetStore(store_dir).path(dataset), split)
-    if list(data.label_names) != manifest["labels"]:
-        raise InvalidInput(f"dataset {dataset!r} has labels {list(data.label_names)}, "
-                           f"model {name} v{version} was trained on {manifest['labels']}")
+    if list(data.label_names) != manifest["labels"] or list(data.category_ids) != manifest["category_ids"]:
+        raise InvalidInput(f"dataset {dataset!r} has categories {dict(zip(data.category_ids, data.label_names))}, "
+                           f"model {name} v{version} was trained on "
+                           f"{dict(zip(manifest['category_ids'], manifest['labels']))}")
     engine = select_engine(engine_name)
     engine.load(models.version_dir(name, version), manifest)
     detector = Detector(engine, manifest, name, version)
@@ -38,7 +41,9 @@ def evaluate_served(store_dir, name: str, version: int, dataset: str | None, spl
     for index, record in enumerate(data.records):
         if ctx.cancelled():
             raise JobCancelled("cancelled during evaluation")
-        found = detector.detect(record.path.read_bytes(), max_pixels=max_pixels)["detections"]
+        # Decoded in the stored frame, as the annotations are (see ssdstack.images).
+        image = decode_image(record.path.read_bytes(), max_pixels=max_pixels, exif_transpose=False)
+        found = detector.detect_array(image)["detections"]
         if found:
             boxes = np.asarray([d["box"] for d in found], np.float32)
             scores = np.asarray([d["score"] for d in found], np.float32)

@@ -20,6 +20,7 @@ def backends() -> dict:
 
 settings = worker_settings()
 app = create_app(settings, "inferencer")
+app.conf.worker_concurrency = settings.infer_concurrency
 runtime = WorkerRuntime("inferencer", [INFER_QUEUE], settings, backends)
 runtime.install(app)
 repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend)

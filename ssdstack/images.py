@@ -26,10 +26,12 @@ _PILLOW_ERRORS = (OSError, SyntaxError, ValueError, NotImplementedError, Overflo
 _BACKGROUND = (255, 255, 255, 255)
 
 
-def decode_image(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
+def decode_image(data: bytes, max_pixels: int = 50_000_000, exif_transpose: bool = True) -> np.ndarray:
     """Decode ``data`` (the bytes of an image file) to an ``[H, W, 3]`` uint8 RGB array.
 
     * EXIF orientation is applied, so ``H`` and ``W`` are those of the rotated image.
+      Datasets pass ``exif_transpose=False``: COCO annotations are in the stored pixel
+      frame, and training and evaluation must see the frame the boxes describe.
     * Animated images (GIF, WebP, APNG) give their first frame.
     * Alpha and palette transparency are composited over a white background.
     * 16-bit images (modes ``I;16*`` and ``I``) keep their high byte: 65535 -> 255.
@@ -53,7 +55,7 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
             # Decode every pixel now, inside the try: Pillow decodes lazily, and a
             # truncated file only fails when its pixels are read.
             opened.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(opened))
+            rgb = _to_rgb(ImageOps.exif_transpose(opened) if exif_transpose else opened)
             return np.array(rgb)  # a writable copy; np.asarray would be read-only
     except Image.UnidentifiedImageError as exc:
         raise InvalidImage("not an image Pillow can decode") from exc

@@ -15,12 +15,12 @@ artefact exists for readers only once the manifest lists it with its sha256.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -66,7 +66,6 @@ class ModelStore:
         self.root = Path(store_dir)
         self.models_dir = self.root / "models"
         self.tmp_dir = self.root / ".tmp"
-        self._manifest_lock = threading.Lock()
 
     # -- staging and publishing -------------------------------------------------
     @contextlib.contextmanager
@@ -112,22 +111,36 @@ class ModelStore:
         """Copy ``files`` (kind -> source path) into a published version, then let ``update``
         edit the manifest, and replace the manifest atomically. Returns the new manifest."""
         folder = self.version_dir(name, version)
-        added = {}
-        for kind, source in files.items():
-            target = folder / source.name
-            if target.exists():
-                raise Conflict(f"{name} v{version} already has {source.name}")
-            partial = folder / f".{source.name}.{uuid.uuid4().hex}.partial"
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)
-            added[kind] = self._describe(target)
-        with self._manifest_lock:
+        with self._manifest_lock(folder):
+            listed = {entry["file"] for entry in self.manifest(name, version)["artefacts"].values()}
+            added = {}
+            for kind, source in files.items():
+                target = folder / source.name
+                # A file the manifest does not list is a leftover of a crashed run: replace it.
+                if source.name in listed:
+                    raise Conflict(f"{name} v{version} already has {source.name}")
+                partial = folder / f".{source.name}.{uuid.uuid4().hex}.partial"
+                shutil.copyfile(source, partial)
+                os.replace(partial, target)
+                added[kind] = self._describe(target)
             manifest = self.manifest(name, version)
             manifest["artefacts"].update(added)
             if update is not None:
                 update(manifest)
             write_json_atomic(folder / MANIFEST, manifest)
         return manifest
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _manifest_lock(folder: Path) -> Iterator[None]:
+        """Serialise read-modify-write of one manifest across threads and processes
+        (converter and inferencer share the store)."""
+        with open(folder / ".manifest.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def update_manifest(self, name: str, version: int, update: Callable[[dict], None]) -> dict:
         return self.add_artefacts(name, version, {}, update)
@@ -172,6 +185,15 @@ class ModelStore:
         if not (self.models_dir / name).is_dir():
             raise NotFound(f"no model named {name!r}")
         return [self.manifest(name, v) for v in self._version_numbers(name)]
+
+    def version_by_job(self, name: str, job_id: str) -> dict | None:
+        """The manifest of ``name``'s version published by job ``job_id``, if there is one."""
+        if not (self.models_dir / check_name(name)).is_dir():
+            return None
+        for manifest in self.versions(name):
+            if (manifest.get("lineage") or {}).get("job_id") == job_id:
+                return manifest
+        return None
 
     def models(self) -> list[dict]:
         if not self.models_dir.is_dir():

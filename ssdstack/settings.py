@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -28,6 +28,17 @@ class CommonSettings(BaseSettings):
     heartbeat_interval: float = Field(default=5.0, gt=0)
     # A heartbeat or job lease older than this is dead.
     heartbeat_ttl: float = Field(default=30.0, gt=0)
+    # Finished jobs (record, log, cancel flag) are kept this long, then expire.
+    job_retention: int = Field(default=30 * 24 * 3600, ge=60)
+
+    @model_validator(mode="after")
+    def _coherent_timing(self) -> "CommonSettings":
+        if self.heartbeat_ttl < 2 * self.heartbeat_interval:
+            raise ValueError("SSDSTACK_HEARTBEAT_TTL must be at least twice SSDSTACK_HEARTBEAT_INTERVAL, "
+                             "or live workers and leases expire between renewals")
+        if self.visibility_timeout <= self.heartbeat_ttl:
+            raise ValueError("SSDSTACK_VISIBILITY_TIMEOUT must exceed SSDSTACK_HEARTBEAT_TTL")
+        return self
 
     @field_validator("redis_url")
     @classmethod

@@ -10,21 +10,22 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ssdstack.datasets.coco import CocoSplit, ImageRecord
 from ssdstack.detection.matching import encode_targets
 from ssdstack.detection.priors import prior_boxes
-from ssdstack.images import resize_stretch
+from ssdstack.images import decode_image, resize_stretch
 from trainer.augment import colour_jitter, random_crop, random_flip
 from trainer.recipes import Recipe
 
 
-def load_rgb(path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+def load_rgb(path: Path) -> np.ndarray:
+    """A dataset image as ``[H, W, 3]`` uint8 RGB in its stored frame (the annotations' frame),
+    decoded exactly as the served evaluation decodes it."""
+    return decode_image(Path(path).read_bytes(), exif_transpose=False)
 
 
 def normalise(image: np.ndarray, mean, std) -> np.ndarray:
@@ -91,6 +92,8 @@ class TrainBatches:
         def produce() -> None:
             try:
                 for start in starts:
+                    if stop.is_set():
+                        return
                     samples = [self.sample(self.records[i], np.random.default_rng([self.seed, epoch, int(i)]))
                                for i in order[start:start + self.batch_size]]
                     batch = Batch(*(np.stack(column) for column in zip(*samples)))
@@ -112,6 +115,7 @@ class TrainBatches:
                 yield item
         finally:
             stop.set()
+            thread.join(timeout=30)
 
 
 def eval_inputs(record: ImageRecord, recipe: Recipe) -> np.ndarray:

@@ -7,7 +7,6 @@ publish the version with its manifest in one atomic step.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from ssdstack.datasets.coco import load_coco_split
@@ -34,8 +33,10 @@ def train_config(spec: TrainSpec, recipe: Recipe) -> TrainConfig:
                        checkpoint_every=spec.checkpoint_every, seed=spec.seed)
 
 
-def resolve_device(requested: str) -> str:
-    """``auto`` picks Ascend, then GPU, when MindSpore reports one; otherwise CPU."""
+def resolve_device(requested: str, default: str = "auto") -> str:
+    """The spec's device, else the worker's default; ``auto`` picks Ascend, then GPU, when
+    MindSpore reports one, otherwise CPU."""
+    requested = default if requested == "auto" else requested
     if requested != "auto":
         return requested
     import mindspore as ms
@@ -74,8 +75,15 @@ def run_dir_for(store_dir: Path, job_id: str) -> Path:
     return Path(store_dir) / "jobs" / job_id
 
 
-def train_and_publish(spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: str, ctx: JobContext) -> dict:
-    """Returns ``{"model", "version", "metrics": {"trained": ...}, "training": ...}``."""
+def published_result(manifest: dict) -> dict:
+    """The job result for a published version: ``{"model", "version", "metrics", "training"}``."""
+    return {"model": manifest["name"], "version": manifest["version"],
+            "metrics": {"trained": manifest["metrics"]["trained"]["coco"]}, "training": manifest["training"]}
+
+
+def train_and_publish(spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: str, ctx: JobContext,
+                      default_device: str = "auto") -> dict:
+    """Returns :func:`published_result` of the new version."""
     import mindspore as ms
 
     from trainer.evaluate import evaluate_mindspore
@@ -93,7 +101,7 @@ def train_and_publish(spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: 
     if not val_split.records:
         raise InvalidDataset(f"dataset {spec.dataset!r} has an empty val split; it is needed for mAP")
 
-    device = resolve_device(spec.device)
+    device = resolve_device(spec.device, default_device)
     work_dir.mkdir(parents=True, exist_ok=True)
     ms.set_context(mode=ms.GRAPH_MODE, device_target=device, save_graphs_path=str(work_dir))
     config = train_config(spec, recipe)
@@ -126,7 +134,5 @@ def train_and_publish(spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: 
         manifest = version_manifest(recipe, train_split.label_names, train_split.category_ids,
                                     {"trained": trained}, training, lineage)
         manifest = models.publish(spec.model, staged, manifest, artefacts)
-    shutil.rmtree(run_dir, ignore_errors=True)
     ctx.log(f"published {spec.model} version {manifest['version']}")
-    return {"model": spec.model, "version": manifest["version"], "metrics": {"trained": trained["coco"]},
-            "training": manifest["training"]}
+    return published_result(manifest)

@@ -1,38 +1,45 @@
 """Celery tasks of the trainer: thin wrappers around :mod:`trainer.service`."""
 from __future__ import annotations
 
+import shutil
+
 from celery import Celery
 
 from ssdstack.celery_app import CONVERT_TASK, TRAIN_TASK
-from ssdstack.jobs.pipeline import parse_spec, send_stage
+from ssdstack.jobs.pipeline import parse_spec
+from ssdstack.jobs.records import TERMINAL
 from ssdstack.jobs.specs import PipelineSpec
-from ssdstack.worker import WorkerRuntime
+from ssdstack.model_store import ModelStore
+from ssdstack.worker import NextStage, WorkerRuntime
+from trainer.service import published_result, run_dir_for, train_and_publish
 
 
 def register(app: Celery, runtime: WorkerRuntime) -> None:
     settings = runtime.settings
+    store = ModelStore(settings.store_dir)
 
     @app.task(name=TRAIN_TASK, bind=True, acks_late=True, ignore_result=True)
     def train(task, job_id: str) -> None:
         def body(ctx):
-            # MindSpore is imported here, in the worker process that runs the job, never
-            # at module import (the gateway imports nothing of the trainer).
-            from trainer.service import train_and_publish
-
             job = runtime.jobs.get(job_id)
             spec = parse_spec(job)
-            published = (job["result"] or {}).get("version")
+            # A delivery after a crash that followed publishing must not train again.
+            published = store.version_by_job(spec.model, job_id)
             if published is None:
-                result = train_and_publish(spec, settings.store_dir, settings.work_dir / job_id, job_id, ctx)
-                for key, value in result.items():
-                    runtime.jobs.set_result_field(job_id, key, value)
+                result = train_and_publish(spec, settings.store_dir, settings.work_dir / job_id, job_id, ctx,
+                                           default_device=settings.train_device)
             else:
-                ctx.log(f"version {published} was already published by an earlier delivery")
-                result = job["result"]
+                ctx.log(f"version {published['version']} was already published by an earlier delivery")
+                result = published_result(published)
             if isinstance(spec, PipelineSpec):
-                ctx.progress(stage="queued:convert")
-                send_stage(app, runtime.jobs, CONVERT_TASK, job_id)
-                return None
+                runtime.jobs.merge_result(job_id, result)
+                return NextStage(CONVERT_TASK)
             return result
 
-        runtime.run_job(task, job_id, body)
+        try:
+            runtime.run_job(task, job_id, body)
+        finally:
+            if runtime.jobs.redis.hget(f"ssdstack:job:{job_id}", "state") in TERMINAL:
+                # Checkpoints only serve a resume; a finished job is never resumed.
+                shutil.rmtree(run_dir_for(settings.store_dir, job_id), ignore_errors=True)
+                shutil.rmtree(settings.work_dir / job_id, ignore_errors=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ssdstack.datasets.coco import CocoSplit
+from ssdstack.errors import JobFailed
 from ssdstack.jobs.context import JobCancelled, JobContext
 from trainer.data import TrainBatches
 from trainer.recipes import Recipe
@@ -114,7 +115,7 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
         not_loaded, _ = ms.load_param_into_net(train_step, state)
         not_loaded = [name for name in not_loaded if name != "learning_rate"]
         if not_loaded:
-            raise RuntimeError(f"checkpoint {path.name} does not fit this network: {not_loaded[:5]}")
+            raise JobFailed(f"checkpoint {path.name} does not fit this network", details=not_loaded[:20])
         ctx.log(f"resuming from {path.name} after epoch {start_epoch}")
 
     started = time.monotonic()
@@ -137,7 +138,7 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
                          images_per_s=round(steps_done * config.batch_size / max(elapsed, 1e-9), 2),
                          eta_s=round(elapsed / steps_done * remaining, 1))
         if not np.isfinite(loss_value):
-            raise RuntimeError(f"training diverged: loss is {loss_value} after epoch {epoch + 1}; lower lr")
+            raise JobFailed(f"training diverged: loss is {loss_value} after epoch {epoch + 1}; try a lower lr")
         epochs_done = epoch + 1
         if epochs_done % config.checkpoint_every == 0 or epochs_done == config.epochs:
             _save_checkpoint(train_step, run_dir, epochs_done)

@@ -16,7 +16,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="The gateway process is up")
-def healthz() -> dict:
+async def healthz() -> dict:
+    # async: answered on the event loop even when every worker thread is busy with detects
     return {"status": "ok"}
 
 

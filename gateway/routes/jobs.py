@@ -6,8 +6,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Query
 
 from gateway.deps import Authorized, CeleryDep, JobsDep
+from gateway.errors import BROKER_ERRORS
 from ssdstack.celery_app import CONVERT_TASK, EVALUATE_TASK, TRAIN_TASK
 from ssdstack.jobs.pipeline import send_stage
+from ssdstack.errors import ServiceUnavailable
 from ssdstack.jobs.specs import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized)
@@ -19,8 +21,13 @@ State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 @router.post("", status_code=202, summary="Submit a job (train | convert | evaluate | pipeline)")
 def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, celery: CeleryDep) -> dict:
     job = jobs.create(spec.type, spec.model_dump())
-    send_stage(celery, jobs, FIRST_STAGE[spec.type], job["id"], first=True)
-    return job
+    try:
+        send_stage(celery, jobs, FIRST_STAGE[spec.type], job["id"], first=True)
+    except BROKER_ERRORS as error:
+        # No message means no worker will ever pick the job up: say so on the record too.
+        jobs.fail(job["id"], "broker_unavailable", f"the job could not be queued: {error}")
+        raise ServiceUnavailable(f"the job could not be queued: {error}") from error
+    return jobs.get(job["id"])
 
 
 @router.get("", summary="List jobs, newest first")

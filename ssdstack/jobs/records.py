@@ -43,6 +43,21 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+# Move the job's stage forward only: a late write for an earlier stage never rewinds it.
+_ADVANCE_STAGE = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'stage_order') or '-1')
+if tonumber(ARGV[2]) <= current then return 0 end
+redis.call('HSET', KEYS[1], 'stage', ARGV[1], 'stage_order', ARGV[2], 'updated_at', ARGV[3])
+return 1
+"""
+
+# Cancel a job only while it is still queued (a worker may be marking it running).
+_CANCEL_QUEUED = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -54,17 +69,20 @@ def _now() -> float:
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, retention_s: int = 30 * 24 * 3600):
         self.redis = client
+        self.retention_s = retention_s
         self._set_state = client.register_script(_SET_STATE)
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
+        self._advance_stage = client.register_script(_ADVANCE_STAGE)
+        self._cancel_queued = client.register_script(_CANCEL_QUEUED)
 
     @classmethod
-    def from_url(cls, url: str, socket_timeout: float = 10) -> "JobStore":
+    def from_url(cls, url: str, socket_timeout: float = 10, retention_s: int = 30 * 24 * 3600) -> "JobStore":
         """``socket_timeout`` must exceed any blocking command's timeout (the gateway's BLPOP)."""
         return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout,
-                                        socket_connect_timeout=5, health_check_interval=30))
+                                        socket_connect_timeout=5, health_check_interval=30), retention_s)
 
     # -- records ---------------------------------------------------------------
     def create(self, job_type: str, spec: dict) -> dict:
@@ -85,16 +103,17 @@ class JobStore:
         return self._decode(raw)
 
     def list(self, limit: int = 50, offset: int = 0, state: str | None = None, job_type: str | None = None) -> list[dict]:
-        """Newest first; filters are applied after paging through the index."""
+        """Newest first, filtered by state and type, then paged."""
         ids = self.redis.zrevrange(INDEX, 0, -1)
-        jobs = []
+        pipe = self.redis.pipeline()
         for job_id in ids:
-            raw = self.redis.hgetall(PREFIX + job_id)
-            if not raw:
-                continue
-            job = self._decode(raw)
-            if (state is None or job["state"] == state) and (job_type is None or job["type"] == job_type):
-                jobs.append(job)
+            pipe.hgetall(PREFIX + job_id)
+        records = pipe.execute()
+        expired = [job_id for job_id, raw in zip(ids, records) if not raw]
+        if expired:
+            self.redis.zrem(INDEX, *expired)
+        jobs = [self._decode(raw) for raw in records if raw]
+        jobs = [j for j in jobs if (state is None or j["state"] == state) and (job_type is None or j["type"] == job_type)]
         return jobs[offset:offset + limit]
 
     @staticmethod
@@ -126,24 +145,36 @@ class JobStore:
         return self._write_state(job_id, **fields)
 
     def succeed(self, job_id: str, result: dict) -> bool:
-        return self._write_state(job_id, state=SUCCEEDED, result=result, finished_at=_now())
+        return self._finish(job_id, state=SUCCEEDED, result=result)
 
     def fail(self, job_id: str, code: str, message: str, details: Any = None) -> bool:
-        return self._write_state(job_id, state=FAILED, finished_at=_now(),
-                                 error={"code": code, "message": message, "details": details})
+        return self._finish(job_id, state=FAILED, error={"code": code, "message": message, "details": details})
 
     def mark_cancelled(self, job_id: str, message: str = "cancelled") -> bool:
-        return self._write_state(job_id, state=CANCELLED, finished_at=_now(),
-                                 error={"code": "cancelled", "message": message, "details": None})
+        return self._finish(job_id, state=CANCELLED, error={"code": "cancelled", "message": message, "details": None})
 
-    def set_stage(self, job_id: str, task_name: str) -> None:
-        """Record which stage's task is the job's current one (see ``WorkerRuntime.run_job``)."""
-        self.redis.hset(PREFIX + job_id, mapping={"stage": task_name, "updated_at": _now()})
+    def _finish(self, job_id: str, **fields: Any) -> bool:
+        """Write a terminal state; the record and its keys then expire after the retention."""
+        written = self._write_state(job_id, finished_at=_now(), **fields)
+        if written:
+            self._expire(job_id)
+        return written
 
-    def set_result_field(self, job_id: str, key: str, value: Any) -> None:
-        """Merge ``{key: value}`` into the result while the job is running (pipeline stages)."""
+    def _expire(self, job_id: str) -> None:
+        pipe = self.redis.pipeline()
+        for suffix in ("", ":log", ":cancel"):
+            pipe.expire(f"{PREFIX}{job_id}{suffix}", self.retention_s)
+        pipe.execute()
+
+    def advance_stage(self, job_id: str, task_name: str, order: int) -> bool:
+        """Make ``task_name`` (the ``order``-th stage) the job's current stage, unless the job
+        is already at that stage or past it."""
+        return bool(self._advance_stage(keys=[PREFIX + job_id], args=[task_name, order, _now()]))
+
+    def merge_result(self, job_id: str, fields: dict) -> None:
+        """Merge ``fields`` into the result, in one write, while the job runs (pipeline stages)."""
         job = self.get(job_id)
-        result = dict(job["result"] or {}, **{key: value})
+        result = dict(job["result"] or {}, **fields)
         self.redis.hset(PREFIX + job_id, mapping={"result": json.dumps(result), "updated_at": _now()})
 
     def progress(self, job_id: str, **fields: Any) -> None:
@@ -171,8 +202,10 @@ class JobStore:
         if job["state"] in TERMINAL:
             raise Conflict(f"job {job_id} already {job['state']}")
         self.redis.set(f"{PREFIX}{job_id}:cancel", "1")
-        if job["state"] == QUEUED:
-            self.mark_cancelled(job_id, "cancelled before it started")
+        error = json.dumps({"code": "cancelled", "message": "cancelled before it started", "details": None})
+        if self._cancel_queued(keys=[PREFIX + job_id],
+                               args=["state", CANCELLED, "error", error, "finished_at", _now(), "updated_at", _now()]):
+            self._expire(job_id)
         return self.get(job_id)
 
     def cancel_requested(self, job_id: str) -> bool:

@@ -79,3 +79,16 @@ def test_progress_merges_and_log_is_capped(jobs):
         jobs.log(job_id, f"line {i}")
     lines = jobs.logs(job_id)
     assert len(lines) == 500 and lines[-1].endswith("line 509")
+
+
+def test_finished_jobs_expire_after_the_retention(clean_redis):
+    jobs = JobStore.from_url(clean_redis, retention_s=120)
+    done, running = jobs.create("train", {})["id"], jobs.create("train", {})["id"]
+    jobs.log(done, "a line")
+    jobs.mark_running(done, "w1")
+    jobs.succeed(done, {})
+    assert 0 < jobs.redis.ttl(f"ssdstack:job:{done}") <= 120 and jobs.redis.ttl(f"ssdstack:job:{done}:log") > 0
+    assert jobs.redis.ttl(f"ssdstack:job:{running}") == -1  # unfinished jobs never expire
+    jobs.redis.delete(f"ssdstack:job:{done}")  # as if the TTL had passed
+    assert [j["id"] for j in jobs.list()] == [running]
+    assert jobs.redis.zcard("ssdstack:jobs") == 1

@@ -4,10 +4,15 @@ from __future__ import annotations
 import pytest
 from celery.exceptions import Retry
 
+import threading
+import time
+
+from ssdstack.celery_app import CONVERT_TASK, TRAIN_TASK, create_app
 from ssdstack.errors import InvalidDataset
 from ssdstack.jobs.context import JobCancelled
+from ssdstack.jobs.pipeline import STAGE_ORDER
 from ssdstack.settings import WorkerSettings
-from ssdstack.worker import WorkerRuntime, live_workers
+from ssdstack.worker import NextStage, WorkerRuntime, live_workers
 
 
 class FakeTask:
@@ -23,12 +28,14 @@ class FakeTask:
 def runtime(clean_redis, tmp_path) -> WorkerRuntime:
     settings = WorkerSettings(redis_url=clean_redis, heartbeat_interval=0.05, heartbeat_ttl=2,
                               heartbeat_file=str(tmp_path / "alive"))
-    return WorkerRuntime("trainer", ["train"], settings, lambda: {"train": ["mindspore"]})
+    runtime = WorkerRuntime("trainer", ["train"], settings, lambda: {"train": ["mindspore"]})
+    runtime.app = create_app(settings)
+    return runtime
 
 
-def _job(runtime: WorkerRuntime, stage: str = "trainer.train") -> str:
-    job_id = runtime.jobs.create("train", {})["id"]
-    runtime.jobs.set_stage(job_id, stage)
+def _job(runtime: WorkerRuntime, stage: str = TRAIN_TASK) -> str:
+    job_id = runtime.jobs.create("pipeline", {})["id"]
+    runtime.jobs.advance_stage(job_id, stage, STAGE_ORDER[stage])
     return job_id
 
 
@@ -81,7 +88,7 @@ def test_a_job_held_by_a_live_worker_is_retried_not_run(runtime):
 def test_finished_and_stale_stage_messages_are_dropped(runtime):
     done = _job(runtime)
     runtime.jobs.succeed(done, {"version": 1})
-    moved_on = _job(runtime, stage="converter.convert")
+    moved_on = _job(runtime, stage=CONVERT_TASK)
     ran = []
     for job_id in (done, moved_on, "no-such-job"):
         runtime.run_job(FakeTask(), job_id, lambda ctx: ran.append(1) or {})
@@ -89,10 +96,38 @@ def test_finished_and_stale_stage_messages_are_dropped(runtime):
     assert runtime.jobs.get(moved_on)["state"] == "queued"
 
 
-def test_handing_on_keeps_the_job_running(runtime):
+def test_handing_on_sends_the_next_stage_after_releasing_the_lease(runtime):
     job_id = _job(runtime)
-    runtime.run_job(FakeTask(), job_id, lambda ctx: None)
-    assert runtime.jobs.get(job_id)["state"] == "running"
+    runtime.run_job(FakeTask(), job_id, lambda ctx: NextStage(CONVERT_TASK))
+    job = runtime.jobs.get(job_id)
+    assert job["state"] == "running" and job["stage"] == CONVERT_TASK
+    assert runtime.jobs.lease_holder(job_id) is None
+    assert runtime.jobs.redis.llen("convert") == 1  # the converter's queue holds the message
+
+
+def test_stage_only_moves_forward(runtime):
+    job_id = _job(runtime, stage=CONVERT_TASK)
+    assert not runtime.jobs.advance_stage(job_id, TRAIN_TASK, STAGE_ORDER[TRAIN_TASK])
+    assert runtime.jobs.get(job_id)["stage"] == CONVERT_TASK
+
+
+def test_a_run_that_loses_its_lease_stops_and_records_nothing(runtime):
+    job_id = _job(runtime)
+    taken = threading.Event()
+
+    def body(ctx):
+        runtime.jobs.redis.set(f"ssdstack:job:{job_id}:lease", "another-run", px=60_000)  # a takeover
+        deadline = time.monotonic() + 5
+        while not ctx.cancelled():
+            assert time.monotonic() < deadline, "the lost lease was never noticed"
+            time.sleep(0.02)
+        taken.set()
+        raise JobCancelled("stopping")
+
+    runtime.run_job(FakeTask(), job_id, body)
+    assert taken.is_set()
+    assert runtime.jobs.get(job_id)["state"] == "running"  # left to the run that holds the lease
+    assert runtime.jobs.lease_holder(job_id) == "another-run"
 
 
 def test_heartbeats_are_visible_and_expire(runtime, tmp_path):
