@@ -23,5 +23,6 @@ app = create_app(settings, "inferencer")
 app.conf.worker_concurrency = settings.infer_concurrency
 runtime = WorkerRuntime("inferencer", [INFER_QUEUE], settings, backends)
 runtime.install(app)
-repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend)
+engine_options = {"intra_op_threads": settings.infer_intra_op_threads} if settings.infer_intra_op_threads else {}
+repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend, engine_options)
 tasks.register(app, runtime, repository)

@@ -39,6 +39,9 @@ def create_app(settings: CommonSettings, name: str = "ssdstack") -> Celery:
         # its task returns, so a crashed worker's job is delivered again.
         worker_prefetch_multiplier=1,
         task_reject_on_worker_lost=True,
+        # Job tasks record their own failures; one that raises could not reach Redis to do
+        # so. Leaving its message unacknowledged brings it back after the visibility timeout.
+        task_acks_on_failure_or_timeout=False,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,

@@ -58,6 +58,8 @@ class WorkerSettings(CommonSettings):
     train_device: str = "auto"
     # Inferencer: how many detect requests one process runs at once (threads).
     infer_concurrency: int = Field(default=4, ge=1, le=64)
+    # Threads one ONNX Runtime run may use (0: one per physical core).
+    infer_intra_op_threads: int = Field(default=0, ge=0, le=256)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
 
 

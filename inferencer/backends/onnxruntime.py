@@ -14,7 +14,9 @@ class OnnxRuntimeEngine(InferenceEngine):
 
     A session's ``run`` is thread-safe and releases the GIL, so one engine is shared by
     all request threads. ``intra_op_threads`` bounds the threads one ``run`` uses
-    (None: ONNX Runtime's default, one per physical core).
+    (None: ONNX Runtime's default, one per physical core). Idle intra-op threads do not
+    spin: the gateway, Redis and the worker's own request threads share the cores, and a
+    spinning pool takes CPU from them.
     """
 
     name = "onnxruntime"
@@ -42,6 +44,7 @@ class OnnxRuntimeEngine(InferenceEngine):
         options = ort.SessionOptions()
         if self.intra_op_threads:
             options.intra_op_num_threads = self.intra_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
