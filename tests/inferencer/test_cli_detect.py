@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from converter.service import convert_version
@@ -11,14 +12,19 @@ from ssdstack.jobs.context import LocalContext
 from ssdstack.model_store import ModelStore
 
 
-def test_detect_folder_writes_one_json_per_image(tmp_path, publish_model, monkeypatch):
+@pytest.fixture
+def version(tmp_path, publish_model, monkeypatch) -> int:
+    """A converted, deployed model "demo" in the store the CLI reads from its settings."""
     store = ModelStore(tmp_path / "store")
     version = publish_model(store, "demo")
     convert_version(store, "demo", version, "onnxruntime", LocalContext(quiet=True))
     store.deploy("demo", version)
     monkeypatch.setenv("SSDSTACK_STORE_DIR", str(tmp_path / "store"))
     monkeypatch.setenv("SSDSTACK_INFER_BACKEND", "onnxruntime")
+    return version
 
+
+def test_detect_folder_writes_one_json_per_image(tmp_path, version):
     images = tmp_path / "images"
     (images / "sub").mkdir(parents=True)
     Image.new("RGB", (120, 80), (200, 30, 30)).save(images / "a.jpg")
@@ -35,13 +41,7 @@ def test_detect_folder_writes_one_json_per_image(tmp_path, publish_model, monkey
     assert not (tmp_path / "out" / "broken.json").exists()
 
 
-def test_detect_single_file_writes_beside_it(tmp_path, publish_model, monkeypatch):
-    store = ModelStore(tmp_path / "store")
-    version = publish_model(store, "demo")
-    convert_version(store, "demo", version, "onnxruntime", LocalContext(quiet=True))
-    store.deploy("demo", version)
-    monkeypatch.setenv("SSDSTACK_STORE_DIR", str(tmp_path / "store"))
-    monkeypatch.setenv("SSDSTACK_INFER_BACKEND", "onnxruntime")
+def test_detect_single_file_writes_beside_it(tmp_path, version):
     image = tmp_path / "photo.png"
     Image.new("RGB", (50, 40)).save(image)
     assert main(["detect", str(image)]) == 0
