@@ -1,6 +1,9 @@
 """The FastAPI gateway: ``create_app()`` wires settings, stores and routers."""
 from __future__ import annotations
 
+import contextlib
+
+import anyio.to_thread
 from fastapi import FastAPI
 
 from gateway import errors
@@ -14,7 +17,15 @@ from ssdstack.settings import GatewaySettings
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
-    app = FastAPI(title="SSD Stack", version="0.1.0",
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        # Sync endpoints run in AnyIO's pool (40 threads by default), and a detect waits
+        # in one for its answer: size the pool from the settings.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        yield
+
+    app = FastAPI(title="SSD Stack", version="0.1.0", lifespan=lifespan,
                   description="Train SSD detectors, convert them for serving, and detect objects over REST. "
                               "Send the API key as `X-API-Key` or `Authorization: Bearer`.")
     app.state.settings = settings

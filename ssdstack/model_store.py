@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -53,6 +54,31 @@ def write_json_atomic(path: Path, data: dict) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
+
+
+def remove_stale_scratch(store_dir: Path, max_age_s: float = 24 * 3600) -> list[str]:
+    """Delete what crashed runs left in ``<store>/.tmp`` (older than ``max_age_s``).
+
+    Staging folders live for minutes; one a day old belongs to a process that died.
+    Returns the names removed.
+    """
+    scratch = Path(store_dir) / ".tmp"
+    if not scratch.is_dir():
+        return []
+    cutoff = time.time() - max_age_s
+    removed = []
+    for entry in scratch.iterdir():
+        try:
+            if entry.lstat().st_mtime >= cutoff:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry.name)
+        except FileNotFoundError:
+            continue  # another worker swept it first
+    return removed
 
 
 def check_name(name: str, what: str = "model name") -> str:

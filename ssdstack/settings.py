@@ -70,6 +70,8 @@ class GatewaySettings(CommonSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     detect_timeout: float = Field(default=30.0, gt=0)
+    # Threads for blocking endpoints; each detect holds one for up to detect_timeout.
+    threads: int = Field(default=64, ge=4, le=1024)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_image_bytes: int = Field(default=32 * 1024**2, ge=1)
     max_archive_members: int = Field(default=200_000, ge=1)

@@ -35,6 +35,7 @@ from ssdstack.errors import SsdStackError
 from ssdstack.jobs.context import JobCancelled
 from ssdstack.jobs.pipeline import send_stage, stage_is_behind
 from ssdstack.jobs.records import TERMINAL, JobStore
+from ssdstack.model_store import remove_stale_scratch
 from ssdstack.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,14 @@ class WorkerRuntime:
     def install(self, app: Celery) -> None:
         """Use ``app`` to send pipeline stages; heartbeat while the Celery worker runs."""
         self.app = app
-        worker_ready.connect(lambda **_: self.start_heartbeats(), weak=False)
+        worker_ready.connect(lambda **_: self._on_ready(), weak=False)
         worker_shutdown.connect(lambda **_: self.stop_heartbeats(), weak=False)
+
+    def _on_ready(self) -> None:
+        removed = remove_stale_scratch(self.settings.store_dir)
+        if removed:
+            log.info("removed %d stale scratch entries from the store: %s", len(removed), removed[:10])
+        self.start_heartbeats()
 
     def heartbeat_once(self) -> None:
         now = time.time()

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 
 from ssdstack.errors import Conflict, InvalidInput, NotFound
-from ssdstack.model_store import ModelStore, sha256_file
+from ssdstack.model_store import ModelStore, remove_stale_scratch, sha256_file
 
 
 def _publish(store: ModelStore, name: str = "m", payload: bytes = b"weights") -> dict:
@@ -87,3 +89,19 @@ def test_deploy_needs_a_converted_version(tmp_path):
 def test_bad_names_are_rejected(tmp_path, name):
     with pytest.raises(InvalidInput):
         ModelStore(tmp_path).versions(name)
+
+
+def test_stale_scratch_is_swept_and_fresh_scratch_kept(tmp_path):
+    store = ModelStore(tmp_path)
+    store.tmp_dir.mkdir(parents=True)
+    old_dir, old_file, fresh = store.tmp_dir / "stage-old", store.tmp_dir / "upload.part", store.tmp_dir / "stage-new"
+    old_dir.mkdir()
+    (old_dir / "model.onnx").write_bytes(b"x")
+    old_file.write_bytes(b"y")
+    fresh.mkdir()
+    day_ago = time.time() - 2 * 24 * 3600
+    for path in (old_dir, old_file):
+        os.utime(path, (day_ago, day_ago))
+    assert sorted(remove_stale_scratch(tmp_path)) == ["stage-old", "upload.part"]
+    assert [p.name for p in store.tmp_dir.iterdir()] == ["stage-new"]
+    assert remove_stale_scratch(tmp_path / "nothing-here") == []

@@ -1,0 +1,34 @@
+"""Gateway wiring that needs no Redis: the thread pool size and the settings checks."""
+from __future__ import annotations
+
+import anyio.to_thread
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from gateway.main import create_app
+from ssdstack.settings import GatewaySettings
+
+
+def test_thread_pool_is_sized_from_settings():
+    app = create_app(GatewaySettings(api_keys="abcdefgh12", threads=77))
+
+    @app.get("/probe")
+    async def probe() -> dict:
+        return {"tokens": anyio.to_thread.current_default_thread_limiter().total_tokens}
+
+    with TestClient(app) as client:
+        assert client.get("/probe").json() == {"tokens": 77}
+        assert client.get("/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"api_keys": ""}, "SSDSTACK_API_KEYS"),
+    ({"api_keys": "short"}, "at least 8"),
+    ({"api_keys": "abcdefgh12", "redis_url": "http://x"}, "redis://"),
+    ({"api_keys": "abcdefgh12", "heartbeat_interval": 10, "heartbeat_ttl": 15}, "twice"),
+    ({"api_keys": "abcdefgh12", "visibility_timeout": 20, "heartbeat_ttl": 30}, "VISIBILITY"),
+])
+def test_bad_settings_stop_start_up_naming_the_problem(values, words):
+    with pytest.raises(ValidationError, match=words):
+        GatewaySettings(**values)
