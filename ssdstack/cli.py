@@ -1,6 +1,7 @@
 """``ssdstack``: the command line.
 
-    ssdstack dataset synth --out DIR --images N --classes K --seed S
+    ssdstack dataset synth --out DIR --images N --classes K --seed S [--format coco|voc|text]
+    ssdstack dataset convert [--from auto|coco|voc|text] [--to coco|voc|text] SRC DST
     ssdstack stack up|down|status       local Redis + workers + gateway (what `make demo` runs)
     ssdstack demo                        the whole pipeline over REST on a generated dataset
     ssdstack detect PATH [--out DIR]     detect with the deployed model, one JSON per image
@@ -13,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from ssdstack.datasets import synth
+from ssdstack.datasets import formats, synth
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dataset = commands.add_parser("dataset", help="dataset tools").add_subparsers(dest="dataset_command", required=True)
     synth.add_cli(dataset)
+    formats.add_cli(dataset)
 
     def stack_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--var-dir", default=os.environ.get("SSDSTACK_LOCAL_DIR", "var/local"))

@@ -86,17 +86,26 @@ def safe_extract(archive: Path, dest: Path, max_members: int, max_unpacked_bytes
 
 
 def find_dataset_root(extracted: Path) -> Path:
-    """The folder of an extracted archive that holds ``annotations/``.
+    """The folder of an extracted archive that holds a dataset.
 
-    That is ``extracted`` itself, or else its only top-level folder holding
-    ``annotations/`` (users zip a folder, and some zip tools add siblings such as
-    ``__MACOSX/``). Falls back to ``extracted``, where validation then reports what is
-    missing.
+    A dataset folder holds ``annotations/`` (COCO), ``Annotations/`` (Pascal VOC) or
+    ``train.txt`` (text format). That is ``extracted`` itself, or else its only
+    top-level folder holding one (users zip a folder, and some zip tools add siblings
+    such as ``__MACOSX/``). Falls back to ``extracted``, where validation then reports
+    what is missing.
     """
-    if (extracted / "annotations").is_dir():
+    if _holds_dataset(extracted):
         return extracted
-    candidates = [p for p in extracted.iterdir() if p.is_dir() and (p / "annotations").is_dir()]
+    candidates = [p for p in extracted.iterdir() if p.is_dir() and _holds_dataset(p)]
     return candidates[0] if len(candidates) == 1 else extracted
+
+
+def _holds_dataset(folder: Path) -> bool:
+    return (
+        (folder / "annotations").is_dir()
+        or (folder / "Annotations").is_dir()
+        or (folder / "train.txt").is_file()
+    )
 
 
 class _Budget:

@@ -1,7 +1,8 @@
 """The dataset store: uploaded archives become checked, immutable dataset folders.
 
 Layout under ``store_dir``: ``datasets/<name>/`` holds one dataset (COCO layout plus
-``dataset.json``); ``.tmp/<uuid>/`` is scratch space for an upload in progress. An
+``dataset.json``; Pascal VOC and text-format uploads are converted to COCO on the way
+in); ``.tmp/<uuid>/`` is scratch space for an upload in progress. An
 upload is streamed, extracted and validated entirely in scratch and then moved into
 ``datasets/`` with one ``os.rename``, so readers see a dataset whole or not at all.
 """
@@ -21,6 +22,7 @@ from typing import Any, BinaryIO
 
 from ssdstack.datasets.archive import find_dataset_root, safe_extract
 from ssdstack.datasets.coco import SPLITS, validate_coco_dataset
+from ssdstack.datasets.formats import detect_format, to_coco
 from ssdstack.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -48,7 +50,9 @@ class DatasetStore:
     def ingest_archive(self, source: BinaryIO, name: str, limits: UploadLimits) -> dict[str, Any]:
         """Store the zip or tar archive read from ``source`` as dataset ``name``.
 
-        Returns the dataset's ``dataset.json`` content. Raises InvalidInput for a bad
+        The archive holds a COCO, Pascal VOC or text-format dataset (see ``formats.py``);
+        the last two are stored converted to COCO. Returns the dataset's
+        ``dataset.json`` content. Raises InvalidInput for a bad
         name, Conflict if the name is taken, PayloadTooLarge past ``limits.max_bytes``,
         InvalidArchive or InvalidDataset for bad content; then nothing is stored.
         """
@@ -69,10 +73,17 @@ class DatasetStore:
             safe_extract(archive, extracted, limits.max_members, limits.max_unpacked_bytes)
             archive.unlink()  # halves the disk an upload holds from here on
             root = find_dataset_root(extracted)
+            source_format = detect_format(root)
+            if source_format != "coco":
+                # Inside work/, so images are hard-linked and leave with it on failure.
+                converted = work / "converted"
+                to_coco(root, source_format, converted)
+                root = converted
             summary = validate_coco_dataset(root, max_pixels=limits.max_pixels)
             info = {
                 "name": name,
                 "format": "coco",
+                "source_format": source_format,
                 "sha256": sha256,
                 "size_bytes": size_bytes,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -12,18 +12,23 @@ Layout written under ``out_dir``::
 Boxes are COCO ``[x, y, w, h]`` in float pixels with ``x`` the first drawn column and
 ``w = last column - first column + 1``; objects cut by the image border keep the part
 inside the image. The same arguments always give byte-identical files.
+
+``format="voc"`` or ``"text"`` writes the same dataset in that layout instead (see
+``formats.py``), converted from the COCO one, so its boxes are the same ones.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ssdstack.datasets.formats import FORMATS, WRITERS
 from ssdstack.errors import InvalidInput
 
 # (``<colour>_<shape>``, RGB); class ``i`` has category id ``i + 1``. Any two colours differ
@@ -75,6 +80,7 @@ def synthesize(
     val_fraction: float = 0.2,
     min_side: int = 160,
     max_side: int = 400,
+    format: str = "coco",
 ) -> SynthSummary:
     """Write ``images`` JPEGs with 1-4 objects each from the first ``classes`` of :data:`CLASSES`.
 
@@ -82,9 +88,24 @@ def synthesize(
     ``[min_side, max_side]`` pixels. The last ``round(images * val_fraction)`` images (at
     least one, and never all, when ``images >= 2``) form the val split. ``out_dir`` must
     be empty or absent, so a dataset never mixes with files from an earlier run.
+    ``format`` is ``"coco"``, ``"voc"`` or ``"text"``.
     """
-    _check_arguments(out_dir, images, classes, seed, val_fraction, min_side, max_side)
+    _check_arguments(out_dir, images, classes, seed, val_fraction, min_side, max_side, format)
     out_dir = Path(out_dir)
+    if format == "coco":
+        return _synthesize_coco(out_dir, images, classes, seed, val_fraction, min_side, max_side)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Beside out_dir, so that the writer hard-links the images rather than copying them.
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".synth-") as scratch:
+        coco = Path(scratch) / "coco"
+        summary = _synthesize_coco(coco, images, classes, seed, val_fraction, min_side, max_side)
+        WRITERS[format](coco, out_dir)
+    return replace(summary, out_dir=out_dir)
+
+
+def _synthesize_coco(
+    out_dir: Path, images: int, classes: int, seed: int, val_fraction: float, min_side: int, max_side: int
+) -> SynthSummary:
     rng = np.random.default_rng(seed)
     categories = [
         {"id": i + 1, "name": name, "supercategory": "shape"} for i, (name, _) in enumerate(CLASSES[:classes])
@@ -128,16 +149,17 @@ def synthesize(
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register ``synth`` on an argparse subparsers object; its ``func`` runs :func:`synthesize`."""
-    parser = subparsers.add_parser("synth", help="write a synthetic COCO detection dataset of coloured shapes")
+    parser = subparsers.add_parser("synth", help="write a synthetic detection dataset of coloured shapes")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="empty or new folder")
     parser.add_argument("--images", type=int, default=200, metavar="N")
     parser.add_argument("--classes", type=int, default=3, metavar="K", help=f"1..{MAX_CLASSES}")
     parser.add_argument("--seed", type=int, default=0, metavar="S")
+    parser.add_argument("--format", choices=FORMATS, default="coco", help="dataset layout (default coco)")
     parser.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    summary = synthesize(args.out, images=args.images, classes=args.classes, seed=args.seed)
+    summary = synthesize(args.out, images=args.images, classes=args.classes, seed=args.seed, format=args.format)
     print(
         f"{summary.out_dir}: train {summary.train_images} images / {summary.train_annotations} boxes, "
         f"val {summary.val_images} images / {summary.val_annotations} boxes, "
@@ -146,7 +168,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_arguments(out_dir, images, classes, seed, val_fraction, min_side, max_side) -> None:
+def _check_arguments(out_dir, images, classes, seed, val_fraction, min_side, max_side, format) -> None:
     def is_int(value) -> bool:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -162,6 +184,8 @@ def _check_arguments(out_dir, images, classes, seed, val_fraction, min_side, max
         raise InvalidInput(
             f"need {MIN_SIDE} <= min_side <= max_side, got min_side={min_side!r}, max_side={max_side!r}"
         )
+    if format not in FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise InvalidInput(f"{out_dir} must be an empty folder or not exist yet")

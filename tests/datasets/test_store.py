@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from ssdstack.datasets import store as store_module
+from ssdstack.datasets.coco import validate_coco_dataset
 from ssdstack.datasets.store import DatasetStore, UploadLimits
+from ssdstack.datasets.synth import synthesize
 from ssdstack.errors import (
     Conflict,
     InvalidArchive,
@@ -70,6 +72,7 @@ def test_ingest_zip_stores_dataset_and_describes_it(tmp_path, coco_root):
 
     assert info["name"] == "pets"
     assert info["format"] == "coco"
+    assert info["source_format"] == "coco"
     assert info["sha256"] == hashlib.sha256(payload).hexdigest()
     assert info["size_bytes"] == len(payload)
     assert info["created_at"].endswith("+00:00")
@@ -101,6 +104,23 @@ def test_ingest_flat_tar_gz(tmp_path, coco_root):
     info = store.ingest_archive(io.BytesIO(tgz_folder(coco_root)), "pets", LIMITS)
 
     assert info["splits"]["val"]["images"] == 2
+
+
+@pytest.mark.parametrize(("fmt", "prefix"), [("voc", ""), ("text", "my-data/")])
+def test_ingest_voc_and_text_archives_stores_them_as_coco(tmp_path, fmt, prefix):
+    source = synthesize(tmp_path / fmt, images=4, classes=2, seed=0, min_side=64, max_side=96, format=fmt)
+    store = DatasetStore(tmp_path / "store")
+
+    info = store.ingest_archive(io.BytesIO(zip_folder(source.out_dir, prefix)), "shapes", LIMITS)
+
+    assert (info["format"], info["source_format"]) == ("coco", fmt)
+    assert info["splits"] == {"train": {"images": 3, "annotations": source.train_annotations},
+                              "val": {"images": 1, "annotations": source.val_annotations}}
+    assert info["label_names"] == ["red_circle", "green_square"]
+    folder = store.path("shapes")
+    assert sorted(p.name for p in folder.iterdir()) == ["annotations", "dataset.json", "train", "val"]
+    assert validate_coco_dataset(folder).images == {"train": 3, "val": 1}
+    assert list((tmp_path / "store" / ".tmp").iterdir()) == []
 
 
 def test_upload_over_max_bytes_stops_reading_and_leaves_nothing(tmp_path):

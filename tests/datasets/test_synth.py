@@ -168,6 +168,7 @@ def test_val_split_takes_the_last_images(tmp_path, images, expected):
         {"val_fraction": "0.2"},
         {"min_side": 32},
         {"min_side": 300, "max_side": 200},
+        {"format": "yolo"},
     ],
 )
 def test_bad_arguments_raise_invalid_input(tmp_path, overrides):
@@ -194,4 +195,17 @@ def test_cli_writes_the_dataset_and_prints_one_line(tmp_path, capsys):
     assert len(list((tmp_path / "f" / "train").glob("*.jpg"))) == 4
 
     defaults = parser.parse_args(["synth", "--out", "x"])
-    assert (defaults.images, defaults.classes, defaults.seed) == (200, 3, 0)
+    assert (defaults.images, defaults.classes, defaults.seed, defaults.format) == (200, 3, 0, "coco")
+
+
+@pytest.mark.parametrize(("fmt", "files"), [
+    ("voc", ["Annotations", "ImageSets", "JPEGImages", "labels.txt"]),
+    ("text", ["labels.txt", "train", "train.txt", "val", "val.txt"]),
+])
+def test_cli_format_writes_that_layout_and_nothing_beside_it(tmp_path, fmt, files):
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers())
+    args = parser.parse_args(["synth", "--out", str(tmp_path / "g"), "--images", "5", "--format", fmt])
+    assert args.func(args) == 0
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == files
+    assert [p.name for p in tmp_path.iterdir()] == ["g"]  # the COCO scratch copy is gone
