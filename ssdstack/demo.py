@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ssdstack.client import Client
+from ssdstack.datasets.coco import load_coco_split
 from ssdstack.datasets.synth import synthesize
 from ssdstack.detection.boxes import box_iou
 
@@ -89,14 +90,10 @@ class ProgressView:
 def held_out_image(folder: Path, seed: int, classes: int) -> tuple[bytes, np.ndarray, list[str], list[int]]:
     """A fresh synthetic image the model never saw, with its boxes (pixels x1,y1,x2,y2) and labels."""
     synthesize(folder, images=2, classes=classes, seed=seed)
-    doc = json.loads((folder / "annotations" / "instances_train.json").read_text())
-    image = doc["images"][0]
-    annotations = [a for a in doc["annotations"] if a["image_id"] == image["id"]]
-    names = {c["id"]: c["name"] for c in doc["categories"]}
-    boxes = np.asarray([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                        for a in annotations], np.float32)
-    labels = [names[a["category_id"]] for a in annotations]
-    return (folder / "train" / image["file_name"]).read_bytes(), boxes, labels, [image["width"], image["height"]]
+    split = load_coco_split(folder, "train")
+    record = split.records[0]
+    labels = [split.label_names[label - 1] for label in record.labels]
+    return record.path.read_bytes(), record.boxes, labels, [record.width, record.height]
 
 
 def best_match(detections: list[dict], boxes: np.ndarray, labels: list[str]) -> tuple[float, dict | None]:

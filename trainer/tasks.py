@@ -39,7 +39,7 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
         try:
             runtime.run_job(task, job_id, body)
         finally:
-            if runtime.jobs.redis.hget(f"ssdstack:job:{job_id}", "state") in TERMINAL:
+            if runtime.jobs.state(job_id) in TERMINAL:
                 # Checkpoints only serve a resume; a finished job is never resumed.
                 shutil.rmtree(run_dir_for(settings.store_dir, job_id), ignore_errors=True)
                 shutil.rmtree(settings.work_dir / job_id, ignore_errors=True)

@@ -457,14 +457,9 @@ def _read_coco(root: Path) -> tuple[list[str], dict[str, list[_Image]]]:
 
 def _read_label_names(root: Path, problems: list[str], required: bool) -> list[str] | None:
     """Class names from ``root/labels.txt`` (line k names class k), or None if absent or unreadable."""
-    try:
-        text = (root / LABELS_FILE).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        if required:
-            problems.append(f"{LABELS_FILE} is missing; it names the classes, one per line")
-        return None
-    except (UnicodeDecodeError, OSError) as exc:
-        problems.append(f"{LABELS_FILE} cannot be read as UTF-8 text: {exc}")
+    missing = f"{LABELS_FILE} is missing; it names the classes, one per line" if required else None
+    text = _read_utf8(root / LABELS_FILE, LABELS_FILE, problems, missing)
+    if text is None:
         return None
     names = [line.strip() for line in text.rstrip().split("\n")] if text.strip() else []
     first: dict[str, int] = {}
@@ -481,15 +476,24 @@ def _read_label_names(root: Path, problems: list[str], required: bool) -> list[s
 
 def _read_lines(path: Path, shown: str, problems: list[str]) -> list[tuple[int, str]] | None:
     """(line number, stripped text) of the non-blank lines, or None after reporting the file unreadable."""
+    text = _read_utf8(path, shown, problems, f"{shown} is missing")
+    if text is None:
+        return None
+    return [(number, line.strip()) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+
+
+def _read_utf8(path: Path, shown: str, problems: list[str], missing: str | None) -> str | None:
+    """The file's text, or None after reporting why not (``missing``: what to report for an
+    absent file; None reports nothing)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        problems.append(f"{shown} is missing")
+        if missing is not None:
+            problems.append(missing)
         return None
     except (UnicodeDecodeError, OSError) as exc:
         problems.append(f"{shown} cannot be read as UTF-8 text: {exc}")
         return None
-    return [(number, line.strip()) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
 
 
 def _image_size(path: Path, shown: str, problems: list[str]) -> tuple[int, int] | None:

@@ -102,6 +102,10 @@ class JobStore:
             raise NotFound(f"no job with id {job_id!r}")
         return self._decode(raw)
 
+    def state(self, job_id: str) -> str | None:
+        """The job's state, or None when there is no such job (or it expired)."""
+        return self.redis.hget(PREFIX + job_id, "state")
+
     def list(self, limit: int = 50, offset: int = 0, state: str | None = None, job_type: str | None = None) -> list[dict]:
         """Newest first, filtered by state and type, then paged."""
         ids = self.redis.zrevrange(INDEX, 0, -1)

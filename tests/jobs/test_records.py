@@ -27,6 +27,8 @@ def test_create_get_list_newest_first(jobs):
 def test_unknown_job_is_not_found(jobs):
     with pytest.raises(NotFound):
         jobs.get("nope")
+    assert jobs.state("nope") is None
+    assert jobs.state(jobs.create("train", {})["id"]) == "queued"
 
 
 def test_terminal_state_is_never_overwritten(jobs):
