@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from mindspore import nn, ops
 
+from trainer.backbones.extras import ExtraLayers
+
 
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round channels to a multiple of ``divisor`` without going below 90% of ``value``."""
@@ -79,6 +81,7 @@ class MobileNetV2Features(nn.Cell):
                 in_channels = out_channels
         layers.append(ConvBNReLU(in_channels, last_channels, kernel_size=1))
         self.last_channels = last_channels
+        self.out_channels = (self.channels_13, last_channels)
         self.features_1 = nn.SequentialCell(layers[:14])
         self.features_2 = nn.SequentialCell(layers[14:])
 
@@ -86,3 +89,13 @@ class MobileNetV2Features(nn.Cell):
         out = self.features_1(x)
         tap = self.expand_13(out)
         return tap, self.features_2(out)
+
+
+def mobilenet_v2_extras(in_channels: int, extras: list[tuple[int, float]]) -> ExtraLayers:
+    """The zoo's ``multi_residual``: stride-2 inverted residuals (with a final ReLU6), one
+    per ``(out_channels, expand_ratio)``, after both backbone taps."""
+    blocks = []
+    for out_channels, ratio in extras:
+        blocks.append(InvertedResidual(in_channels, out_channels, 2, ratio, last_relu=True))
+        in_channels = out_channels
+    return ExtraLayers(blocks, taps_kept=2)
