@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 from ssdstack.datasets.archive import find_dataset_root, safe_extract
 from ssdstack.datasets.coco import SPLITS, validate_coco_dataset
 from ssdstack.datasets.formats import detect_format, to_coco
-from ssdstack.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from ssdstack.errors import Conflict, InvalidDataset, InvalidInput, NotFound, PayloadTooLarge
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 CHUNK_BYTES = 1 << 20
@@ -47,14 +47,17 @@ class DatasetStore:
         self.datasets_dir = Path(store_dir) / "datasets"
         self.tmp_dir = Path(store_dir) / ".tmp"
 
-    def ingest_archive(self, source: BinaryIO, name: str, limits: UploadLimits) -> dict[str, Any]:
+    def ingest_archive(self, source: BinaryIO, name: str, limits: UploadLimits,
+                       expected_format: str = "auto") -> dict[str, Any]:
         """Store the zip or tar archive read from ``source`` as dataset ``name``.
 
         The archive holds a COCO, Pascal VOC or text-format dataset (see ``formats.py``);
         the last two are stored converted to COCO. Returns the dataset's
-        ``dataset.json`` content. Raises InvalidInput for a bad
-        name, Conflict if the name is taken, PayloadTooLarge past ``limits.max_bytes``,
-        InvalidArchive or InvalidDataset for bad content; then nothing is stored.
+        ``dataset.json`` content; its ``warnings`` holds the validation's warning
+        ``count`` and ``first`` messages. Raises InvalidInput for a bad name, Conflict if
+        the name is taken, PayloadTooLarge past ``limits.max_bytes``, InvalidArchive or
+        InvalidDataset (any validation error, or a format other than ``expected_format``
+        when that is not ``auto``) for bad content; then nothing is stored.
         """
         if not NAME_PATTERN.match(name):
             raise InvalidInput(
@@ -74,6 +77,10 @@ class DatasetStore:
             archive.unlink()  # halves the disk an upload holds from here on
             root = find_dataset_root(extracted)
             source_format = detect_format(root)
+            if expected_format not in ("auto", source_format):
+                raise InvalidDataset(f"the archive holds a {source_format} dataset, not {expected_format}",
+                                     details=[f"found at {root.relative_to(extracted).as_posix() or '.'}: "
+                                              f"{', '.join(sorted(p.name for p in root.iterdir())[:8])}"])
             if source_format != "coco":
                 # Inside work/, so images are hard-linked and leave with it on failure.
                 converted = work / "converted"
@@ -95,6 +102,7 @@ class DatasetStore:
                     for split in SPLITS
                 },
                 "label_names": list(summary.label_names),
+                "warnings": {"count": summary.warning_count, "first": list(summary.warnings)},
             }
             (root / INFO_FILE).write_text(json.dumps(info, indent=2))
             self.datasets_dir.mkdir(parents=True, exist_ok=True)

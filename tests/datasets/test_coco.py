@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -213,6 +215,127 @@ def test_validate_collects_every_problem_and_caps_details(coco_root, edit_annota
     with pytest.raises(InvalidDataset) as caught:
         validate_coco_dataset(coco_root, max_problems=3)
 
-    assert caught.value.message == "dataset has 5 problems"
+    assert caught.value.message == "dataset has 5 errors"
     assert caught.value.details[0] == "train: image 1 (train_1.jpg): file is missing"
     assert len(caught.value.details) == 3
+
+
+def test_validate_reports_every_kind_of_error_in_one_pass(tmp_path, make_coco, edit_annotations):
+    root = make_coco(tmp_path / "ds", images_per_split=3)
+    # Annotation ids: image i has 2i - 1 (category 1) and 2i (category 2).
+    (root / "train" / "train_2.jpg").unlink()
+    (root / "val" / "val_1.jpg").write_bytes(b"not an image at all")
+    shutil.copyfile(root / "train" / "train_1.jpg", root / "val" / "val_3.jpg")
+    with edit_annotations(root, "train") as doc:
+        doc["images"][2]["file_name"] = "train_1.jpg"
+        doc["annotations"][0]["bbox"] = [60, 40, 10, 10]
+        doc["annotations"][1]["bbox"] = [14, 5, 0, 6]
+        doc["annotations"][2]["category_id"] = 99
+        doc["annotations"][3]["image_id"] = 42
+        doc["annotations"][5]["id"] = 5
+    with edit_annotations(root, "val") as doc:
+        doc["annotations"] = []
+
+    with pytest.raises(InvalidDataset) as caught:
+        validate_coco_dataset(root, max_problems=100)
+
+    details = caught.value.details
+    assert caught.value.message == "dataset has 10 errors"
+    assert details[7].startswith("val: image 1 (val_1.jpg): cannot be decoded")
+    assert details[:7] + details[8:] == [
+        "train: image 2 (train_2.jpg): file is missing",
+        "train: image 3 (train_1.jpg): file_name is also used by image 1",
+        "train: annotation 1: bbox [60, 40, 10, 10] extends outside image 1 (64x48)",
+        "train: annotation 2: bbox [14, 5, 0, 6] has zero or negative width or height",
+        "train: annotation 3: refers to unknown category 99",
+        "train: annotation 4: refers to unknown image 42",
+        "train: annotation 5: duplicate id",
+        "val: has no annotations; mAP needs at least one box",
+        "val: image 3 (val_3.jpg): same file as train image 1 (train_1.jpg); "
+        "an image in both splits makes the val mAP over-optimistic",
+    ]
+
+
+def test_validate_details_hold_the_first_n_errors(tmp_path, make_coco):
+    root = make_coco(tmp_path / "ds", images_per_split=15)
+    for split in ("train", "val"):
+        for path in (root / split).iterdir():
+            path.unlink()
+
+    with pytest.raises(InvalidDataset) as caught:
+        validate_coco_dataset(root)
+
+    assert caught.value.message == "dataset has 30 errors"
+    assert len(caught.value.details) == 20
+    assert caught.value.details[-1] == "val: image 5 (val_5.jpg): file is missing"
+
+
+def test_validate_same_file_in_both_splits_is_an_error_whatever_its_name(coco_root):
+    shutil.copyfile(coco_root / "train" / "train_2.jpg", coco_root / "val" / "val_1.jpg")
+
+    assert problems_of(coco_root) == [
+        "val: image 1 (val_1.jpg): same file as train image 2 (train_2.jpg); "
+        "an image in both splits makes the val mAP over-optimistic"
+    ]
+
+
+def test_validate_same_name_in_both_splits_is_fine_when_the_files_differ(coco_root, edit_annotations):
+    (coco_root / "val" / "val_1.jpg").rename(coco_root / "val" / "train_1.jpg")
+    with edit_annotations(coco_root, "val") as doc:
+        doc["images"][0]["file_name"] = "train_1.jpg"
+
+    assert validate_coco_dataset(coco_root).warning_count == 0
+
+
+def test_validate_split_with_only_crowd_annotations(coco_root, edit_annotations):
+    with edit_annotations(coco_root, "train") as doc:
+        for ann in doc["annotations"]:
+            ann["iscrowd"] = 1
+
+    assert problems_of(coco_root) == ["train: has only crowd annotations; training needs at least one box"]
+
+
+def test_validate_warnings_are_returned_and_do_not_raise(tmp_path, make_coco, edit_annotations):
+    root = make_coco(tmp_path / "ds", category_ids=(1, 2, 3), images_per_split=3)
+    # Annotation ids: image i has 3i - 2, 3i - 1 and 3i for categories 1, 2 and 3.
+    shutil.copyfile(root / "val" / "val_1.jpg", root / "val" / "val_2.jpg")
+    with edit_annotations(root, "train") as doc:
+        doc["annotations"][0]["bbox"] = [4, 5, 3, 6]
+        doc["annotations"] = [ann for ann in doc["annotations"]
+                              if ann["category_id"] != 3 and ann["image_id"] != 2]
+        for ann in doc["annotations"]:
+            ann["iscrowd"] = int(ann["image_id"] == 3)
+
+    summary = validate_coco_dataset(root)
+
+    assert summary.warnings == (
+        "train: annotation 1: bbox [4, 5, 3, 6] on image 1 is under 4 px on a side; "
+        "no prior matches a box this small",
+        "train: image 2 (train_2.jpg): has no boxes; training leaves it out",
+        "train: image 3 (train_3.jpg): has only crowd boxes; training leaves it out",
+        "train: category 3 ('class3') has no box; the model cannot learn it",
+        "val: image 2 (val_2.jpg): same file as image 1 (val_1.jpg); it counts twice in mAP",
+    )
+    assert summary.warning_count == 5
+    assert summary.images == {"train": 3, "val": 3}
+
+
+def test_validate_keeps_the_first_n_warnings_and_counts_all(tmp_path, make_coco, edit_annotations):
+    root = make_coco(tmp_path / "ds", images_per_split=4)
+    with edit_annotations(root, "val") as doc:
+        for ann in doc["annotations"]:
+            ann["bbox"] = [4, 5, 2, 2]
+
+    summary = validate_coco_dataset(root, max_problems=3)
+
+    assert summary.warning_count == 8
+    assert summary.warnings == tuple(
+        f"val: annotation {i}: bbox [4, 5, 2, 2] on image {(i + 1) // 2} is under 4 px on a side; "
+        "no prior matches a box this small" for i in (1, 2, 3)
+    )
+
+
+def test_validate_valid_dataset_has_no_warnings(coco_root):
+    summary = validate_coco_dataset(coco_root)
+
+    assert (summary.warnings, summary.warning_count) == ((), 0)

@@ -86,6 +86,18 @@ def test_ingest_zip_stores_dataset_and_describes_it(tmp_path, coco_root):
     assert list((tmp_path / "store" / ".tmp").iterdir()) == []
 
 
+def test_ingest_stores_a_dataset_with_warnings_and_lists_them(tmp_path, coco_root, edit_annotations):
+    with edit_annotations(coco_root, "val") as doc:
+        doc["annotations"][0]["bbox"] = [4, 5, 2, 6]
+    store = DatasetStore(tmp_path / "store")
+
+    info = store.ingest_archive(io.BytesIO(zip_folder(coco_root)), "pets", LIMITS)
+
+    assert info["warnings"] == {"count": 1, "first": [
+        "val: annotation 1: bbox [4, 5, 2, 6] on image 1 is under 4 px on a side; no prior matches a box this small"]}
+    assert store.get("pets")["warnings"] == info["warnings"]
+
+
 @pytest.mark.parametrize("pack", [lambda root: tgz_folder(root, "my-data"),
                                   lambda root: zip_folder(root, "my-data/")])
 def test_ingest_archive_of_a_single_top_folder(tmp_path, coco_root, pack):
@@ -121,6 +133,19 @@ def test_ingest_voc_and_text_archives_stores_them_as_coco(tmp_path, fmt, prefix)
     assert sorted(p.name for p in folder.iterdir()) == ["annotations", "dataset.json", "train", "val"]
     assert validate_coco_dataset(folder).images == {"train": 3, "val": 1}
     assert list((tmp_path / "store" / ".tmp").iterdir()) == []
+
+
+def test_a_dataset_in_another_format_than_the_one_named_is_refused(tmp_path):
+    source = synthesize(tmp_path / "voc", images=4, classes=2, seed=0, min_side=64, max_side=96, format="voc")
+    store = DatasetStore(tmp_path / "store")
+
+    with pytest.raises(InvalidDataset, match="holds a voc dataset, not text") as caught:
+        store.ingest_archive(io.BytesIO(zip_folder(source.out_dir)), "shapes", LIMITS, expected_format="text")
+
+    assert "Annotations" in caught.value.details[0]
+    assert_nothing_left(tmp_path / "store")
+    assert store.ingest_archive(io.BytesIO(zip_folder(source.out_dir)), "shapes", LIMITS,
+                                expected_format="voc")["source_format"] == "voc"
 
 
 def test_upload_over_max_bytes_stops_reading_and_leaves_nothing(tmp_path):
