@@ -115,7 +115,7 @@ class ModelStore:
         model_dir = self.models_dir / name
         model_dir.mkdir(parents=True, exist_ok=True)
         manifest = dict(manifest, schema=MANIFEST_SCHEMA, name=name, created_at=utc_now(),
-                        artefacts={kind: self._describe(staged / file) for kind, file in artefacts.items()})
+                        artefacts={kind: self._describe(staged / file, staged) for kind, file in artefacts.items()})
         for _ in range(100):
             # Numbers of folders without a manifest (left by a crash) are skipped, not reused.
             taken = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
@@ -148,7 +148,7 @@ class ModelStore:
                 partial = folder / f".{source.name}.{uuid.uuid4().hex}.partial"
                 shutil.copyfile(source, partial)
                 os.replace(partial, target)
-                added[kind] = self._describe(target)
+                added[kind] = self._describe(target, folder)
             manifest = self.manifest(name, version)
             manifest["artefacts"].update(added)
             if update is not None:
@@ -172,8 +172,9 @@ class ModelStore:
         return self.add_artefacts(name, version, {}, update)
 
     @staticmethod
-    def _describe(path: Path) -> dict:
-        return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    def _describe(path: Path, folder: Path) -> dict:
+        """``file`` is relative to the version folder (reports sit in sub-folders)."""
+        return {"file": path.relative_to(folder).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
     # -- reading ---------------------------------------------------------------
     def _version_numbers(self, name: str) -> list[int]:

@@ -8,16 +8,17 @@ import numpy as np
 from ssdstack.datasets.coco import CocoSplit
 from ssdstack.detection.boxes import normalised_to_pixels
 from ssdstack.detection.nms import PostprocessConfig, postprocess
-from ssdstack.evaluation import coco_evaluate, detections_to_coco
+from ssdstack.evaluation import EngineEvaluation, detections_to_coco, evaluate_detections
 from ssdstack.jobs.context import JobCancelled, JobContext
 from trainer.data import eval_inputs
 from trainer.recipes import Recipe
 
 
-def evaluate_mindspore(inference, recipe: Recipe, split: CocoSplit, ctx: JobContext) -> dict:
-    """COCO metrics of ``inference`` (an eval-mode ``SsdInference``) on every image of ``split``.
+def evaluate_mindspore(inference, recipe: Recipe, split: CocoSplit, ctx: JobContext) -> EngineEvaluation:
+    """COCO scores of ``inference`` (an eval-mode ``SsdInference``) on every image of ``split``.
 
-    Returns ``{"coco": {12 numbers}, "images": n, "images_per_s": float, "engine": "mindspore"}``.
+    ``.summary()`` is what the manifest records as ``metrics.trained``;
+    ``ssdstack.evaluation.stage_report`` writes the full report (per-class AP, curves, detections).
     """
     from mindspore import Tensor
 
@@ -34,5 +35,6 @@ def evaluate_mindspore(inference, recipe: Recipe, split: CocoSplit, ctx: JobCont
         results += detections_to_coco(record.image_id, pixels, kept_scores, category_ids[labels - 1])
         ctx.progress(stage="evaluate", evaluated=index + 1, to_evaluate=len(split.records))
     seconds = time.monotonic() - started
-    return {"coco": coco_evaluate(split.annotation_file, results), "images": len(split.records),
-            "images_per_s": round(len(split.records) / max(seconds, 1e-9), 2), "engine": "mindspore"}
+    return EngineEvaluation(engine="mindspore", images=len(split.records),
+                            images_per_s=round(len(split.records) / max(seconds, 1e-9), 2), results=results,
+                            scores=evaluate_detections(split.annotation_file, results))
