@@ -8,6 +8,7 @@ from celery import Celery
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from ssdstack.checkpoints import CheckpointStore
 from ssdstack.datasets.store import DatasetStore
 from ssdstack.errors import Unauthorized
 from ssdstack.jobs.records import JobStore
@@ -38,6 +39,10 @@ def get_datasets(request: Request) -> DatasetStore:
     return _state(request).datasets
 
 
+def get_checkpoints(request: Request) -> CheckpointStore:
+    return _state(request).checkpoints
+
+
 def get_celery(request: Request) -> Celery:
     return _state(request).celery
 
@@ -60,5 +65,6 @@ SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 JobsDep = Annotated[JobStore, Depends(get_jobs)]
 ModelsDep = Annotated[ModelStore, Depends(get_models)]
 DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
+CheckpointsDep = Annotated[CheckpointStore, Depends(get_checkpoints)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 Authorized = [Depends(require_api_key)]

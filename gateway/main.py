@@ -7,8 +7,9 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from gateway import errors
-from gateway.routes import datasets, detect, health, jobs, models
+from gateway.routes import checkpoints, datasets, detect, health, jobs, models
 from ssdstack.celery_app import create_app as create_celery
+from ssdstack.checkpoints import CheckpointStore
 from ssdstack.datasets.store import DatasetStore
 from ssdstack.jobs.records import JobStore
 from ssdstack.model_store import ModelStore
@@ -33,8 +34,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                                       retention_s=settings.job_retention)
     app.state.models = ModelStore(settings.store_dir)
     app.state.datasets = DatasetStore(settings.store_dir)
+    app.state.checkpoints = CheckpointStore(settings.store_dir)
     app.state.celery = create_celery(settings, "gateway")
     errors.install(app)
-    for module in (health, jobs, datasets, models, detect):
+    for module in (health, jobs, datasets, checkpoints, models, detect):
         app.include_router(module.router)
     return app

@@ -5,12 +5,19 @@
     ssdstack stack up|down|status       local Redis + workers + gateway (what `make demo` runs)
     ssdstack demo                        the whole pipeline over REST on a generated dataset
     ssdstack detect PATH [--out DIR]     detect with the deployed model, one JSON per image
+    ssdstack train SPEC.json             run a train job in this process (trainer extra needed)
+    ssdstack model import CKPT --architecture A --labels FILE [--model M] [--dataset D]
+    ssdstack model export MODEL VERSION [--formats MINDIR ONNX AIR]
+    ssdstack job submit SPEC.json [--wait]   submit any job to the gateway (SSDSTACK_URL, SSDSTACK_API_KEY)
+
+The local commands use the store of SSDSTACK_STORE_DIR, as the workers do.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -89,6 +96,72 @@ def cmd_detect(args) -> int:
     return 1 if failures else 0
 
 
+def _run_local(publish, spec, **options) -> int:
+    """Run a trainer service function in this process, as the trainer worker would."""
+    import uuid
+
+    from ssdstack.errors import SsdStackError
+    from ssdstack.jobs.context import LocalContext
+    from ssdstack.settings import WorkerSettings
+
+    settings = WorkerSettings()
+    job_id = f"local-{uuid.uuid4().hex[:12]}"
+    try:
+        result = publish(spec, settings.store_dir, settings.work_dir / job_id, job_id, LocalContext(job_id),
+                         default_device=settings.train_device, **options)
+    except SsdStackError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        for line in error.details if isinstance(error.details, list) else []:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ssdstack.jobs.specs import TrainSpec
+    from trainer.service import train_and_publish
+
+    return _run_local(train_and_publish, TrainSpec.model_validate_json(Path(args.spec).read_text()))
+
+
+def cmd_model_import(args) -> int:
+    from ssdstack.jobs.specs import ImportSpec
+    from trainer.service import import_and_publish
+
+    path = Path(args.checkpoint)
+    labels = [line.strip() for line in Path(args.labels).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if labels and labels[0] == "background":
+        labels = labels[1:]  # a MindX labels file starts with it
+    # The spec names an uploaded file; here the local path is loaded instead.
+    spec = ImportSpec(checkpoint=re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip("._-")[:100] + ".ckpt",
+                      architecture=args.architecture, labels=labels, model=args.model, dataset=args.dataset)
+    return _run_local(import_and_publish, spec, checkpoint=path)
+
+
+def cmd_model_export(args) -> int:
+    from ssdstack.jobs.specs import ExportSpec
+    from trainer.service import export_and_publish
+
+    return _run_local(export_and_publish, ExportSpec(model=args.model, version=args.version, formats=args.formats))
+
+
+def cmd_job_submit(args) -> int:
+    from ssdstack.client import Client
+
+    client = Client(os.environ.get("SSDSTACK_URL", "http://127.0.0.1:8000"),
+                    os.environ.get("SSDSTACK_API_KEY", "local-dev-key"))
+    try:
+        job = client.submit(json.loads(Path(args.spec).read_text()))
+        print(f"job {job['id']} {job['state']}", file=sys.stderr)
+        if args.wait:
+            job = client.wait(job["id"], timeout=args.timeout)
+        print(json.dumps(job, indent=2))
+    finally:
+        client.close()
+    return 0 if job["state"] in ("queued", "running", "succeeded") else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssdstack", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +192,32 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--out", default=None, help="folder for the JSON files (default: beside each image)")
     detect.add_argument("--score-threshold", type=float, default=None)
     detect.set_defaults(func=cmd_detect)
+
+    train = commands.add_parser("train", help="run a train job spec (JSON) in this process")
+    train.add_argument("spec", help="a file holding a train job spec, as POST /v1/jobs takes")
+    train.set_defaults(func=cmd_train)
+
+    model = commands.add_parser("model", help="model versions from checkpoints").add_subparsers(
+        dest="model_command", required=True)
+    import_ = model.add_parser("import", help="turn a MindSpore checkpoint into a model version")
+    import_.add_argument("checkpoint")
+    import_.add_argument("--architecture", required=True)
+    import_.add_argument("--labels", required=True, help="class names, one per line (a leading 'background' is skipped)")
+    import_.add_argument("--model", default="ssd")
+    import_.add_argument("--dataset", default=None, help="a stored dataset whose val split gives the mAP")
+    import_.set_defaults(func=cmd_model_import)
+    export = model.add_parser("export", help="export a version's weights again, as a new version")
+    export.add_argument("model")
+    export.add_argument("version", type=int)
+    export.add_argument("--formats", nargs="+", default=["MINDIR", "ONNX"], choices=["MINDIR", "ONNX", "AIR"])
+    export.set_defaults(func=cmd_model_export)
+
+    job = commands.add_parser("job", help="jobs on a running stack").add_subparsers(dest="job_command", required=True)
+    submit = job.add_parser("submit", help="submit a job spec (JSON) to the gateway")
+    submit.add_argument("spec")
+    submit.add_argument("--wait", action="store_true", help="wait until the job ends")
+    submit.add_argument("--timeout", type=float, default=24 * 3600)
+    submit.set_defaults(func=cmd_job_submit)
     return parser
 
 

@@ -34,10 +34,15 @@ class Client:
     def get(self, path: str, **params) -> dict:
         return self._check(self.http.get(path, params=params))
 
-    def upload_dataset(self, archive: Path, name: str) -> dict:
+    def upload_dataset(self, archive: Path, name: str, format: str = "auto") -> dict:
         with open(archive, "rb") as handle:
-            return self._check(self.http.post("/v1/datasets", params={"name": name}, content=handle,
+            return self._check(self.http.post("/v1/datasets", params={"name": name, "format": format}, content=handle,
                                               headers={"Content-Type": "application/zip"}))
+
+    def upload_checkpoint(self, checkpoint: Path, name: str | None = None) -> dict:
+        with open(checkpoint, "rb") as handle:
+            return self._check(self.http.put(f"/v1/checkpoints/{name or Path(checkpoint).name}", content=handle,
+                                             headers={"Content-Type": "application/octet-stream"}))
 
     def submit(self, spec: dict) -> dict:
         return self._check(self.http.post("/v1/jobs", json=spec))

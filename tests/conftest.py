@@ -36,7 +36,7 @@ _BUILD_SCRIPT = textwrap.dedent("""
 
     from ssdstack.datasets.coco import load_coco_split
     from ssdstack.datasets.synth import synthesize
-    from trainer.export import export_network
+    from trainer.export import export_network, reference_images
     from trainer.network import build_ssd
     from trainer.recipes import get_recipe
 
@@ -54,7 +54,7 @@ _BUILD_SCRIPT = textwrap.dedent("""
         if param.ndim == 4:
             fan_in = int(np.prod(param.shape[1:]))
             param.set_data(ms.Tensor(rng.normal(0, (2 / fan_in) ** 0.5, param.shape).astype(np.float32)))
-    export_network(network, recipe, split, out, formats=("ONNX",))
+    export_network(network, recipe, reference_images(split, recipe.image_size), out, formats=("ONNX",))
     spec = recipe.to_dict()
     manifest = {
         "architecture": spec["architecture"],

@@ -19,8 +19,17 @@ from trainer.recipes import Recipe
 REFERENCE_IMAGES = 4
 
 
-def export_network(network, recipe: Recipe, split: CocoSplit, out_dir: Path, formats=("MINDIR", "ONNX")) -> dict[str, str]:
-    """Write artefacts into ``out_dir``; returns ``{kind: file name}``."""
+def reference_images(split: CocoSplit | None, size: int, count: int = REFERENCE_IMAGES) -> np.ndarray:
+    """``[R, size, size, 3]`` uint8 RGB: the split's first images, or fixed noise without one."""
+    if split is None or not split.records:
+        return np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    return np.stack([resize_stretch(load_rgb(r.path), size) for r in split.records[:count]])
+
+
+def export_network(network, recipe: Recipe, images: np.ndarray, out_dir: Path,
+                   formats=("MINDIR", "ONNX")) -> dict[str, str]:
+    """Write artefacts into ``out_dir``, with ``images`` (see :func:`reference_images`) as the
+    reference inputs; returns ``{kind: file name}``."""
     import mindspore as ms
     from mindspore import Tensor
 
@@ -39,7 +48,6 @@ def export_network(network, recipe: Recipe, split: CocoSplit, out_dir: Path, for
         ms.export(inference, example, file_name=str(out_dir / "model"), file_format=file_format)
         files[file_format.lower()] = f"model.{suffixes[file_format]}"
 
-    images = np.stack([resize_stretch(load_rgb(r.path), size) for r in split.records[:REFERENCE_IMAGES]])
     boxes, scores = [], []
     for image in images:
         out_boxes, out_scores = inference(Tensor(normalise(image, recipe.mean, recipe.std)[None]))

@@ -3,34 +3,87 @@
 ``train_and_publish`` is what the ``trainer.train`` task and ``ssdstack train`` call:
 load and check the dataset, train (resuming from ``<store>/jobs/<job>/checkpoints``),
 measure the trained mAP with pycocotools, export MINDIR + ONNX + ``reference.npz``, and
-publish the version with its manifest in one atomic step.
+publish the version with its manifest in one atomic step. ``import_and_publish`` and
+``export_and_publish`` make versions from an existing checkpoint the same way.
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
-from ssdstack.datasets.coco import load_coco_split
+from ssdstack.checkpoints import CheckpointStore
+from ssdstack.datasets.coco import CocoSplit, load_coco_split, validate_coco_dataset
 from ssdstack.datasets.store import DatasetStore
-from ssdstack.errors import InvalidDataset
+from ssdstack.errors import InvalidDataset, JobFailed
 from ssdstack.jobs.context import JobContext
-from ssdstack.jobs.specs import TrainSpec
+from ssdstack.jobs.specs import ExportSpec, ImportSpec, TrainSpec
 from ssdstack.model_store import ModelStore
 from trainer.recipes import Recipe, get_recipe
-from trainer.train import TrainConfig, train_network
+from trainer.train import TrainConfig, TrainOutcome, train_network
+
+# Where rank 0 of a distributed run leaves what the launching process publishes.
+RANK_WEIGHTS = "final.ckpt"
+RANK_OUTCOME = "outcome.json"
+# The zoo's FPN training wrapper clips with clip_by_global_norm's default norm.
+ZOO_CLIP_NORM = 1.0
+# A bound on one distributed training run; cancelling stops it sooner.
+DISTRIBUTED_TIMEOUT_S = 14 * 24 * 3600
 
 
-def train_config(spec: TrainSpec, recipe: Recipe) -> TrainConfig:
-    """The spec's values, each falling back to the recipe's default."""
+def train_config(spec: TrainSpec, recipe: Recipe, device: str) -> TrainConfig:
+    """The spec's values, each falling back to the recipe's default; AMP ``auto`` is O2 on
+    Ascend (the zoo trains in float16 there) and O0 elsewhere."""
     defaults = recipe.train
 
     def pick(name: str):
         value = getattr(spec, name)
         return getattr(defaults, name) if value is None else value
 
+    amp_level = spec.amp_level if spec.amp_level != "auto" else ("O2" if device == "Ascend" else "O0")
+    clip = spec.clip_global_norm if spec.clip_global_norm is not None else (
+        ZOO_CLIP_NORM if recipe.clip_global_norm else None)
     return TrainConfig(epochs=pick("epochs"), batch_size=pick("batch_size"), lr=pick("lr"),
                        warmup_epochs=pick("warmup_epochs"), weight_decay=pick("weight_decay"),
                        momentum=defaults.momentum, loss_scale=pick("loss_scale"),
-                       checkpoint_every=spec.checkpoint_every, seed=spec.seed)
+                       checkpoint_every=spec.checkpoint_every, seed=spec.seed,
+                       keep_checkpoint_max=spec.keep_checkpoint_max,
+                       loss_scale_dynamic=spec.loss_scale_mode == "dynamic", amp_level=amp_level,
+                       clip_global_norm=clip, freeze_backbone=spec.freeze == "backbone", eval_every=spec.eval_every)
+
+
+def checkpoint_path(store_dir: Path, reference: str) -> Path:
+    """An uploaded ``name.ckpt`` in ``<store>/checkpoints``, or ``<model>:<version>``'s weights."""
+    if reference.endswith(".ckpt"):
+        return CheckpointStore(store_dir).path(reference)
+    name, version = reference.rsplit(":", 1)
+    return ModelStore(store_dir).artefact_path(name, int(version), "checkpoint")
+
+
+def _initialiser(spec: TrainSpec, store_dir: Path, ctx: JobContext):
+    """The ``initialise`` hook for :func:`train_network`: pretrained, then backbone weights."""
+    if spec.pretrained is None and spec.backbone_checkpoint is None:
+        return None
+
+    def initialise(network) -> dict:
+        import mindspore as ms
+
+        from trainer.transfer import load_backbone, load_pretrained
+
+        report = {}
+        if spec.pretrained is not None:
+            loaded = load_pretrained(network, ms.load_checkpoint(str(checkpoint_path(store_dir, spec.pretrained))),
+                                     spec.head_filter)
+            report["pretrained"] = dict(loaded.to_dict(), source=spec.pretrained)
+            ctx.log(f"loaded {loaded.loaded} parameters from {spec.pretrained}; "
+                    f"{len(loaded.skipped)} head parameters start fresh")
+        if spec.backbone_checkpoint is not None:
+            loaded = load_backbone(network, ms.load_checkpoint(str(checkpoint_path(store_dir, spec.backbone_checkpoint))))
+            report["backbone"] = dict(loaded.to_dict(), source=spec.backbone_checkpoint)
+            ctx.log(f"loaded {loaded.loaded} backbone parameters from {spec.backbone_checkpoint}")
+        return report
+
+    return initialise
 
 
 def resolve_device(requested: str, default: str = "auto") -> str:
@@ -77,62 +130,243 @@ def run_dir_for(store_dir: Path, job_id: str) -> Path:
 
 def published_result(manifest: dict) -> dict:
     """The job result for a published version: ``{"model", "version", "metrics", "training"}``."""
+    trained = manifest["metrics"].get("trained")
     return {"model": manifest["name"], "version": manifest["version"],
-            "metrics": {"trained": manifest["metrics"]["trained"]["coco"]}, "training": manifest["training"]}
+            "metrics": {"trained": trained["coco"]} if trained else {}, "training": manifest["training"]}
+
+
+def _set_device(device: str, work_dir: Path) -> None:
+    import mindspore as ms
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ms.set_context(mode=ms.GRAPH_MODE, device_target=device, save_graphs_path=str(work_dir))
+
+
+def _publish(models: ModelStore, name: str, network, recipe: Recipe, split: CocoSplit | None, device: str,
+             formats: tuple[str, ...] | None, manifest_of, ctx: JobContext, images=None,
+             evaluation=None, dataset: str | None = None) -> dict:
+    """Export ``network`` into a staging folder, with the report of ``evaluation`` (on
+    ``dataset``'s val split) when given, and publish it; ``manifest_of(artefacts)`` gives
+    the manifest."""
+    from ssdstack.evaluation import stage_report
+    from trainer.export import export_network, reference_images
+
+    ctx.progress(stage="export")
+    formats = formats or (("AIR", "MINDIR", "ONNX") if device == "Ascend" else ("MINDIR", "ONNX"))
+    if "AIR" in formats and device != "Ascend":
+        raise JobFailed(f"AIR export needs an Ascend device; this trainer runs on {device}")
+    images = reference_images(split, recipe.image_size) if images is None else images
+    with models.staging() as staged:
+        artefacts = export_network(network, recipe, images, staged, formats)
+        manifest = manifest_of(artefacts)
+        (staged / "labels.txt").write_text("\n".join(["background", *manifest["labels"]]) + "\n")
+        artefacts["labels"] = "labels.txt"
+        if evaluation is not None:
+            artefacts.update(stage_report(staged, evaluation, dataset, "val"))
+        manifest = models.publish(name, staged, manifest, artefacts)
+    ctx.log(f"published {name} version {manifest['version']}")
+    return manifest
+
+
+def _checked_dataset(name: str, store_dir: Path, ctx: JobContext) -> tuple[dict, object, CocoSplit, CocoSplit]:
+    """``(dataset info, validation summary, train split, val split)``.
+
+    Checked at upload too; the store's files may have changed since. Errors fail the job
+    with every problem found (first 20); warnings are logged and kept with the version.
+    """
+    datasets = DatasetStore(store_dir)
+    dataset_dir = datasets.path(name)
+    info = datasets.get(name)
+    ctx.progress(stage="validate")
+    summary = validate_coco_dataset(dataset_dir)
+    for warning in summary.warnings:
+        ctx.log(f"dataset warning: {warning}")
+    if summary.warning_count > len(summary.warnings):
+        ctx.log(f"... and {summary.warning_count - len(summary.warnings)} more dataset warnings")
+    return info, summary, load_coco_split(dataset_dir, "train"), load_coco_split(dataset_dir, "val")
+
+
+def train_on_store(spec: TrainSpec, recipe: Recipe, config: TrainConfig, store_dir: Path, run_dir: Path,
+                   train_split: CocoSplit, val_split: CocoSplit, ctx: JobContext, rank: int = 0,
+                   group_size: int = 1) -> TrainOutcome:
+    """The training itself, from the dataset's cached MindRecord; what one process does, or
+    each data-parallel rank (``trainer.rank_main``)."""
+    from trainer.data import TrainBatches
+    from trainer.evaluate import evaluate_mindspore
+    from trainer.mindrecord import MindRecordSource, mindrecord_for
+    from trainer.network import build_inference
+
+    cached = mindrecord_for(store_dir, spec.dataset, "train")
+    ctx.log(f"{'reusing' if cached.reused else 'wrote'} MindRecord {cached.file.name}")
+    batches = TrainBatches(MindRecordSource(cached.file), recipe, config.batch_size, config.seed, rank, group_size)
+
+    def val_map(network) -> float:
+        inference = build_inference(network, recipe)
+        inference.set_train(False)
+        return evaluate_mindspore(inference, recipe, val_split, ctx).scores.coco["AP"]
+
+    return train_network(recipe, train_split, config, run_dir, ctx, batches=batches,
+                         initialise=_initialiser(spec, store_dir, ctx),
+                         evaluate=val_map if config.eval_every and rank == 0 else None,
+                         rank=rank, group_size=group_size)
+
+
+def _train_distributed(spec: TrainSpec, recipe: Recipe, device: str, store_dir: Path, work_dir: Path,
+                       job_id: str, run_dir: Path, ctx: JobContext) -> TrainOutcome:
+    """Run ``spec.devices`` ranks of :mod:`trainer.rank_main` and wait for them; rank 0
+    leaves the weights to publish in ``run_dir/final.ckpt`` and its outcome beside them."""
+    import mindspore as ms
+
+    from trainer.distributed import LaunchPlan, free_port, launch, relay_to
+    from trainer.network import build_ssd
+    from trainer.transfer import load_pretrained
+
+    job_file = work_dir / "rank-job.json"
+    job_file.write_text(json.dumps({"type": spec.type, "spec": spec.model_dump(), "store_dir": str(store_dir),
+                                    "work_dir": str(work_dir), "job_id": job_id, "device": device}))
+    rank_table = os.environ.get("RANK_TABLE_FILE")
+    try:
+        plan = LaunchPlan(devices=spec.devices, log_dir=work_dir / "ranks", launcher=spec.launcher,
+                          device_target=device, master_port=free_port(),
+                          rank_table_file=Path(rank_table) if rank_table else None)
+    except ValueError as error:
+        raise JobFailed(f"cannot launch {spec.devices} ranks: {error}") from error
+    ctx.log(f"launching {spec.devices} data-parallel ranks with {spec.launcher}; logs in {plan.log_dir}")
+    launch(plan, ["-m", "trainer.rank_main", str(job_file)], timeout_s=DISTRIBUTED_TIMEOUT_S,
+           on_line=relay_to(ctx), cancelled=ctx.cancelled)
+    outcome = json.loads((run_dir / RANK_OUTCOME).read_text())
+    network = build_ssd(recipe, len(outcome.pop("labels")) + 1)
+    load_pretrained(network, ms.load_checkpoint(str(run_dir / RANK_WEIGHTS)), head_filter="none")
+    return TrainOutcome(network=network, **outcome)
 
 
 def train_and_publish(spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: str, ctx: JobContext,
                       default_device: str = "auto") -> dict:
     """Returns :func:`published_result` of the new version."""
-    import mindspore as ms
-
+    from ssdstack.evaluation import report_dir
     from trainer.evaluate import evaluate_mindspore
-    from trainer.export import export_network
     from trainer.network import build_inference
 
     recipe = get_recipe(spec.architecture)
-    datasets = DatasetStore(store_dir)
-    dataset_dir = datasets.path(spec.dataset)
-    dataset_info = datasets.get(spec.dataset)
-    train_split = load_coco_split(dataset_dir, "train")
-    val_split = load_coco_split(dataset_dir, "val")
-    if not any(r.boxes.shape[0] for r in train_split.records):
-        raise InvalidDataset(f"dataset {spec.dataset!r} has no training image with a box")
-    if not val_split.records:
-        raise InvalidDataset(f"dataset {spec.dataset!r} has an empty val split; it is needed for mAP")
-
+    dataset_info, summary, train_split, val_split = _checked_dataset(spec.dataset, store_dir, ctx)
     device = resolve_device(spec.device, default_device)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    ms.set_context(mode=ms.GRAPH_MODE, device_target=device, save_graphs_path=str(work_dir))
-    config = train_config(spec, recipe)
+    _set_device(device, work_dir)
+    config = train_config(spec, recipe, device)
     run_dir = run_dir_for(store_dir, job_id)
     ctx.log(f"training {spec.architecture} on {spec.dataset} ({len(train_split.records)} images, "
-            f"{len(train_split.label_names)} classes) on {device} for {config.epochs} epochs")
-    outcome = train_network(recipe, train_split, config, run_dir, ctx)
+            f"{len(train_split.label_names)} classes) on {device} for {config.epochs} epochs, AMP {config.amp_level}")
+    if spec.devices > 1:
+        outcome = _train_distributed(spec, recipe, device, store_dir, work_dir, job_id, run_dir, ctx)
+    else:
+        outcome = train_on_store(spec, recipe, config, store_dir, run_dir, train_split, val_split, ctx)
 
     network = outcome.network
     network.set_train(False)
     inference = build_inference(network, recipe)
     inference.set_train(False)
     ctx.progress(stage="evaluate_trained")
-    trained = evaluate_mindspore(inference, recipe, val_split, ctx)
+    evaluation = evaluate_mindspore(inference, recipe, val_split, ctx)
+    trained = dict(evaluation.summary(), report=report_dir("mindspore", spec.dataset, "val"))
     ctx.log(f"trained mAP {trained['coco']['AP']:.4f}, mAP@0.5 {trained['coco']['AP50']:.4f}")
 
-    ctx.progress(stage="export")
+    training = {"device": device, "devices": spec.devices, "epochs": config.epochs, "batch_size": config.batch_size,
+                "lr": config.lr, "warmup_epochs": config.warmup_epochs, "weight_decay": config.weight_decay,
+                "loss_scale": config.loss_scale, "loss_scale_mode": spec.loss_scale_mode,
+                "amp_level": config.amp_level, "clip_global_norm": config.clip_global_norm,
+                "freeze": spec.freeze, "seed": config.seed, "final_loss": outcome.final_loss,
+                "resumed_from_epoch": outcome.resumed_from_epoch, "seconds": round(outcome.seconds, 1),
+                "initialised": outcome.initialised, "best": outcome.best, "eval_history": outcome.history,
+                "dataset_warnings": {"count": summary.warning_count, "first": summary.warnings}}
+    lineage = {"job_id": job_id, "dataset": spec.dataset, "dataset_sha256": dataset_info.get("sha256"),
+               "parent_version": None, "pretrained": spec.pretrained, "backbone_checkpoint": spec.backbone_checkpoint}
+    manifest = _publish(ModelStore(store_dir), spec.model, network, recipe, val_split, device, None,
+                        lambda artefacts: version_manifest(recipe, train_split.label_names, train_split.category_ids,
+                                                           {"trained": trained}, training, lineage), ctx,
+                        evaluation=evaluation, dataset=spec.dataset)
+    return published_result(manifest)
+
+
+def import_and_publish(spec: ImportSpec, store_dir: Path, work_dir: Path, job_id: str, ctx: JobContext,
+                       default_device: str = "auto", checkpoint: Path | None = None) -> dict:
+    """Check an existing checkpoint against ``spec.architecture`` with ``len(spec.labels)``
+    classes (every parameter present, every shape equal), export and publish it.
+
+    ``checkpoint`` overrides the uploaded file (the CLI imports a local path).
+    """
+    import mindspore as ms
+
+    from ssdstack.evaluation import report_dir
+    from trainer.evaluate import evaluate_mindspore
+    from trainer.network import build_inference, build_ssd
+    from trainer.transfer import load_pretrained
+
+    recipe = get_recipe(spec.architecture)
+    path = checkpoint or checkpoint_path(store_dir, spec.checkpoint)
+    val_split = None
+    if spec.dataset is not None:
+        val_split = load_coco_split(DatasetStore(store_dir).path(spec.dataset), "val")
+        if list(val_split.label_names) != list(spec.labels):
+            raise InvalidDataset(f"dataset {spec.dataset!r} has classes {list(val_split.label_names)}, "
+                                 f"the import names {list(spec.labels)}")
+    device = resolve_device(spec.device, default_device)
+    _set_device(device, work_dir)
+    network = build_ssd(recipe, len(spec.labels) + 1)
+    try:
+        state = ms.load_checkpoint(str(path))
+    except (ValueError, RuntimeError, OSError) as error:
+        raise JobFailed(f"{path.name} is not a readable MindSpore checkpoint: {error}") from error
+    report = load_pretrained(network, state, head_filter="none")
+    ctx.log(f"{path.name}: {report.loaded} parameters fit {spec.architecture} with {len(spec.labels)} classes"
+            + (" (matched layer by layer: the names differ)" if report.mapped_by_position else ""))
+    network.set_train(False)
+    metrics, evaluation = {}, None
+    if val_split is not None:
+        inference = build_inference(network, recipe)
+        inference.set_train(False)
+        evaluation = evaluate_mindspore(inference, recipe, val_split, ctx)
+        metrics["trained"] = dict(evaluation.summary(), report=report_dir("mindspore", spec.dataset, "val"))
+    category_ids = val_split.category_ids if val_split is not None else tuple(range(1, len(spec.labels) + 1))
+    training = {"device": device, "imported_from": path.name, "load": report.to_dict()}
+    lineage = {"job_id": job_id, "dataset": spec.dataset, "dataset_sha256": None, "parent_version": None}
+    manifest = _publish(ModelStore(store_dir), spec.model, network, recipe, val_split, device, None,
+                        lambda artefacts: version_manifest(recipe, spec.labels, category_ids, metrics,
+                                                           training, lineage), ctx,
+                        evaluation=evaluation, dataset=spec.dataset)
+    return published_result(manifest)
+
+
+def export_and_publish(spec: ExportSpec, store_dir: Path, work_dir: Path, job_id: str, ctx: JobContext,
+                       default_device: str = "auto") -> dict:
+    """Export a version's checkpoint again in ``spec.formats``, as a new version of the
+    same model whose lineage names the source; its reference images are the source's."""
+    import mindspore as ms
+    import numpy as np
+
+    from trainer.network import build_ssd
+    from trainer.transfer import load_pretrained
+
     models = ModelStore(store_dir)
-    with models.staging() as staged:
-        formats = ("AIR", "MINDIR", "ONNX") if device == "Ascend" else ("MINDIR", "ONNX")
-        artefacts = export_network(network, recipe, val_split, staged, formats)
-        (staged / "labels.txt").write_text("\n".join(("background",) + train_split.label_names) + "\n")
-        artefacts["labels"] = "labels.txt"
-        training = {"device": device, "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
-                    "warmup_epochs": config.warmup_epochs, "weight_decay": config.weight_decay,
-                    "loss_scale": config.loss_scale, "seed": config.seed, "final_loss": outcome.final_loss,
-                    "resumed_from_epoch": outcome.resumed_from_epoch, "seconds": round(outcome.seconds, 1)}
-        lineage = {"job_id": job_id, "dataset": spec.dataset, "dataset_sha256": dataset_info.get("sha256"),
-                   "parent_version": None}
-        manifest = version_manifest(recipe, train_split.label_names, train_split.category_ids,
-                                    {"trained": trained}, training, lineage)
-        manifest = models.publish(spec.model, staged, manifest, artefacts)
-    ctx.log(f"published {spec.model} version {manifest['version']}")
+    source = models.manifest(spec.model, spec.version)
+    recipe = get_recipe(source["architecture"])
+    device = resolve_device(spec.device, default_device)
+    _set_device(device, work_dir)
+    network = build_ssd(recipe, int(source["num_classes"]))
+    load_pretrained(network, ms.load_checkpoint(str(models.artefact_path(spec.model, spec.version, "checkpoint"))),
+                    head_filter="none")
+    network.set_train(False)
+    with np.load(models.artefact_path(spec.model, spec.version, "reference")) as reference:
+        images = reference["images"]
+
+    def manifest_of(artefacts: dict) -> dict:
+        manifest = {key: value for key, value in source.items()
+                    if key not in ("name", "version", "created_at", "schema", "artefacts", "serving", "metrics")}
+        # The weights' trained mAP carries over; served figures belong to the source's conversions.
+        manifest["metrics"] = {key: value for key, value in source.get("metrics", {}).items() if key == "trained"}
+        manifest["serving"] = {}
+        manifest["lineage"] = dict(source.get("lineage", {}), job_id=job_id, parent_version=spec.version)
+        manifest["training"] = dict(source.get("training", {}), exported_on=device)
+        return manifest
+
+    manifest = _publish(models, spec.model, network, recipe, None, device, tuple(spec.formats), manifest_of, ctx,
+                        images=images)
     return published_result(manifest)

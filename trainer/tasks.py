@@ -8,10 +8,13 @@ from celery import Celery
 from ssdstack.celery_app import CONVERT_TASK, TRAIN_TASK
 from ssdstack.jobs.pipeline import parse_spec
 from ssdstack.jobs.records import TERMINAL
-from ssdstack.jobs.specs import PipelineSpec
+from ssdstack.jobs.specs import ExportSpec, ImportSpec, PipelineSpec
 from ssdstack.model_store import ModelStore
 from ssdstack.worker import NextStage, WorkerRuntime
-from trainer.service import published_result, run_dir_for, train_and_publish
+from trainer.service import export_and_publish, import_and_publish, published_result, run_dir_for, train_and_publish
+
+# Every job that makes a version from MindSpore weights runs here: train, pipeline, import, export.
+PUBLISHERS = {ImportSpec: import_and_publish, ExportSpec: export_and_publish}
 
 
 def register(app: Celery, runtime: WorkerRuntime) -> None:
@@ -26,8 +29,9 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
             # A delivery after a crash that followed publishing must not train again.
             published = store.version_by_job(spec.model, job_id)
             if published is None:
-                result = train_and_publish(spec, settings.store_dir, settings.work_dir / job_id, job_id, ctx,
-                                           default_device=settings.train_device)
+                publish = PUBLISHERS.get(type(spec), train_and_publish)
+                result = publish(spec, settings.store_dir, settings.work_dir / job_id, job_id, ctx,
+                                 default_device=settings.train_device)
             else:
                 ctx.log(f"version {published['version']} was already published by an earlier delivery")
                 result = published_result(published)

@@ -3,13 +3,16 @@
 Checkpoints live in ``run_dir/checkpoints`` (on the shared store), hold the whole train
 step (weights, optimiser moments, global step, loss scale) and a small json beside them,
 so a job delivered again after a worker crash continues from the last completed epoch.
+With ``eval_every``, the network's weights at its best val mAP so far are kept beside
+them as ``best.ckpt`` (+ ``best.json``), and survive a resume too.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,7 @@ from trainer.data import TrainBatches
 from trainer.recipes import Recipe
 from trainer.schedule import warmup_cosine
 
-CHECKPOINTS_KEPT = 2
+AMP_LEVELS = ("O0", "O2", "O3")  # O1 rewrites the network's Python source, which MindSpore 2.8 fails on
 
 
 @dataclass(frozen=True)
@@ -35,15 +38,24 @@ class TrainConfig:
     loss_scale: float
     checkpoint_every: int
     seed: int
+    keep_checkpoint_max: int = 2
+    loss_scale_dynamic: bool = False
+    amp_level: str = "O0"
+    clip_global_norm: float | None = None
+    freeze_backbone: bool = False
+    eval_every: int | None = None
 
 
 @dataclass
 class TrainOutcome:
-    network: object          # trainer.ssd.SSD with trained weights
+    network: object          # trainer.ssd.SSD in float32 with the weights to publish (the best, when evaluated)
     epochs_run: int
     resumed_from_epoch: int  # 0 when training started fresh
     final_loss: float
     seconds: float
+    initialised: dict | None = None   # what the ``initialise`` hook loaded
+    best: dict | None = None          # {"epoch", "map"} of the published weights, when evaluated
+    history: list[dict] = field(default_factory=list)  # {"epoch", "map"} per evaluation
 
 
 def _checkpoint_dir(run_dir: Path) -> Path:
@@ -60,21 +72,40 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
     return (path, int(info["epochs"])) if path.exists() else None
 
 
-def _save_checkpoint(train_step, run_dir: Path, epochs_done: int) -> None:
+def _write_checkpoint(cell, folder: Path, name: str, marker: str, info: dict) -> None:
+    """Write ``name`` then its json marker, each complete or not at all."""
     import mindspore as ms
 
-    folder = _checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"epoch-{epochs_done:04d}.ckpt"
     # save_checkpoint appends ".ckpt" to any other suffix; write under a hidden name, then rename.
     partial = folder / f".partial-{name}"
-    ms.save_checkpoint(train_step, str(partial))
+    ms.save_checkpoint(cell, str(partial))
     os.replace(partial, folder / name)
-    marker_tmp = folder / ".latest.json.tmp"
-    marker_tmp.write_text(json.dumps({"file": name, "epochs": epochs_done}))
-    os.replace(marker_tmp, folder / "latest.json")
-    for old in sorted(folder.glob("epoch-*.ckpt"))[:-CHECKPOINTS_KEPT]:
+    marker_tmp = folder / f".{marker}.tmp"
+    marker_tmp.write_text(json.dumps(dict(info, file=name)))
+    os.replace(marker_tmp, folder / marker)
+
+
+def _save_checkpoint(train_step, run_dir: Path, epochs_done: int, keep: int) -> None:
+    folder = _checkpoint_dir(run_dir)
+    _write_checkpoint(train_step, folder, f"epoch-{epochs_done:04d}.ckpt", "latest.json", {"epochs": epochs_done})
+    for old in sorted(folder.glob("epoch-*.ckpt"))[:-keep]:
         old.unlink()
+
+
+def best_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
+    """``(path, {"epoch", "map"})`` of the best evaluated weights, if any."""
+    marker = _checkpoint_dir(run_dir) / "best.json"
+    if not marker.exists():
+        return None
+    info = json.loads(marker.read_text())
+    path = _checkpoint_dir(run_dir) / info["file"]
+    return (path, {"epoch": info["epoch"], "map": info["map"]}) if path.exists() else None
+
+
+def _history(run_dir: Path) -> list[dict]:
+    path = _checkpoint_dir(run_dir) / "history.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def _parameter_groups(network, weight_decay: float) -> list[dict]:
@@ -85,28 +116,79 @@ def _parameter_groups(network, weight_decay: float) -> list[dict]:
     return [{"params": decayed, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
 
 
-def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir: Path, ctx: JobContext) -> TrainOutcome:
-    """Train from scratch, or resume from ``run_dir``'s latest checkpoint."""
+def _amp(network, level: str):
+    """The cell to train: ``network`` itself at O0, else MindSpore's float16 cast of it."""
+    from mindspore import amp
+
+    if level not in AMP_LEVELS:
+        raise JobFailed(f"AMP level {level!r} is not supported here; choose one of {list(AMP_LEVELS)}")
+    if level == "O0":
+        return network
+    cast = amp.auto_mixed_precision(network, level)
+    cast.num_classes = network.num_classes  # SsdLoss reads it; the wrapper casts outputs back to float32
+    return cast
+
+
+def float32_copy(network, recipe: Recipe):
+    """A fresh float32 network with ``network``'s weights (AMP casts its cells in place)."""
+    from trainer.network import build_ssd
+    from trainer.transfer import normalise_name
+
+    fresh = build_ssd(recipe, network.num_classes)
+    # AMP moves cells under ``_backbone`` attributes; parameter names stay as they were.
+    trained = {normalise_name(p.name): p for p in network.get_parameters()}
+    for parameter in fresh.get_parameters():
+        parameter.set_data(trained[normalise_name(parameter.name)].data.astype(parameter.dtype))
+    return fresh
+
+
+def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir: Path, ctx: JobContext, *,
+                  initialise: Callable[[object], dict] | None = None,
+                  evaluate: Callable[[object], float] | None = None,
+                  batches: TrainBatches | None = None, rank: int = 0, group_size: int = 1) -> TrainOutcome:
+    """Train from scratch, or resume from ``run_dir``'s latest checkpoint.
+
+    ``initialise(network) -> report`` loads starting weights on a fresh start (not on a
+    resume, whose checkpoint holds them). ``evaluate(network) -> mAP`` runs every
+    ``config.eval_every`` epochs and at the end; the outcome's network then carries the
+    best weights. ``batches`` defaults to JPEG decoding of ``split``. Data-parallel rank
+    ``rank`` of ``group_size`` trains on its shard of every batch and averages gradients
+    with the others; only rank 0 writes checkpoints, and only rank 0 is given ``evaluate``.
+    """
     import mindspore as ms
     from mindspore import Tensor, nn
 
+    from trainer.distributed import gradient_reducer
     from trainer.network import build_ssd
     from trainer.ssd import SsdLoss
     from trainer.train_step import TrainStep
+    from trainer.transfer import freeze_backbone, load_pretrained
 
     ms.set_seed(config.seed)
     num_classes = len(split.label_names) + 1
     network = build_ssd(recipe, num_classes)
-    batches = TrainBatches(split, recipe, config.batch_size, config.seed)
+    found = latest_checkpoint(run_dir)
+    initialised = initialise(network) if initialise is not None and found is None else None
+    if config.freeze_backbone:
+        ctx.log(f"backbone frozen: {freeze_backbone(network)} parameters")
+    is_writer = rank == 0
+    batches = batches or TrainBatches(split, recipe, config.batch_size, config.seed, rank, group_size)
     steps_per_epoch = batches.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
     lr = warmup_cosine(config.lr, total_steps, int(config.warmup_epochs * steps_per_epoch))
     optimizer = nn.Momentum(_parameter_groups(network, config.weight_decay), Tensor(lr), config.momentum)
-    train_step = TrainStep(SsdLoss(network), optimizer, config.loss_scale)
-    train_step.set_train(True)
+    train_step = TrainStep(SsdLoss(_amp(network, config.amp_level), alpha=recipe.focal_alpha), optimizer,
+                           config.loss_scale, dynamic=config.loss_scale_dynamic,
+                           clip_global_norm=config.clip_global_norm,
+                           grad_reducer=gradient_reducer(optimizer.parameters, group_size))
 
+    def train_mode() -> None:
+        train_step.set_train(True)
+        if config.freeze_backbone:
+            network.backbone.set_train(False)  # frozen BatchNorm keeps its running statistics
+
+    train_mode()
     start_epoch = 0
-    found = latest_checkpoint(run_dir)
     if found is not None:
         path, start_epoch = found
         # The learning-rate table is rebuilt from the spec; the restored global step picks
@@ -117,6 +199,26 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
         if not_loaded:
             raise JobFailed(f"checkpoint {path.name} does not fit this network", details=not_loaded[:20])
         ctx.log(f"resuming from {path.name} after epoch {start_epoch}")
+
+    # An evaluation can run after the last saved checkpoint; it is run again after the resume.
+    history = [entry for entry in _history(run_dir) if entry["epoch"] <= start_epoch]
+    best = best_checkpoint(run_dir)
+    best_info = best[1] if best else None
+
+    def check(epochs_done: int) -> None:
+        nonlocal best_info
+        network.set_train(False)
+        score = float(evaluate(network))
+        train_mode()
+        history.append({"epoch": epochs_done, "map": round(score, 5)})
+        ctx.log(f"epoch {epochs_done}: val mAP {score:.4f}")
+        folder = _checkpoint_dir(run_dir)
+        if best_info is None or score > best_info["map"]:
+            best_info = {"epoch": epochs_done, "map": score}
+            _write_checkpoint(network, folder, "best.ckpt", "best.json", best_info)
+        marker_tmp = folder / ".history.json.tmp"
+        marker_tmp.write_text(json.dumps(history))
+        os.replace(marker_tmp, folder / "history.json")
 
     started = time.monotonic()
     steps_done = 0
@@ -135,13 +237,22 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
             ctx.progress(stage="train", epoch=epoch + 1, epochs=config.epochs, step=step_in_epoch + 1,
                          steps_per_epoch=steps_per_epoch, loss=round(loss_value, 5),
                          lr=float(lr[global_step - 1]), overflow=not bool(finite.asnumpy()),
-                         images_per_s=round(steps_done * config.batch_size / max(elapsed, 1e-9), 2),
+                         images_per_s=round(steps_done * config.batch_size * group_size / max(elapsed, 1e-9), 2),
                          eta_s=round(elapsed / steps_done * remaining, 1))
         if not np.isfinite(loss_value):
             raise JobFailed(f"training diverged: loss is {loss_value} after epoch {epoch + 1}; try a lower lr")
         epochs_done = epoch + 1
-        if epochs_done % config.checkpoint_every == 0 or epochs_done == config.epochs:
-            _save_checkpoint(train_step, run_dir, epochs_done)
+        if evaluate is not None and config.eval_every and (
+                epochs_done % config.eval_every == 0 or epochs_done == config.epochs):
+            check(epochs_done)
+        if is_writer and (epochs_done % config.checkpoint_every == 0 or epochs_done == config.epochs):
+            _save_checkpoint(train_step, run_dir, epochs_done, config.keep_checkpoint_max)
             ctx.log(f"checkpoint after epoch {epochs_done}, loss {loss_value:.4f}")
-    return TrainOutcome(network=network, epochs_run=config.epochs - start_epoch, resumed_from_epoch=start_epoch,
-                        final_loss=loss_value, seconds=time.monotonic() - started)
+
+    final = float32_copy(network, recipe) if config.amp_level != "O0" else network
+    if is_writer and best_info is not None and best_info["epoch"] != config.epochs:
+        load_pretrained(final, ms.load_checkpoint(str(_checkpoint_dir(run_dir) / "best.ckpt")), head_filter="none")
+        ctx.log(f"publishing the weights of epoch {best_info['epoch']} (val mAP {best_info['map']:.4f})")
+    return TrainOutcome(network=final, epochs_run=config.epochs - start_epoch, resumed_from_epoch=start_epoch,
+                        final_loss=loss_value, seconds=time.monotonic() - started, initialised=initialised,
+                        best=best_info, history=history)

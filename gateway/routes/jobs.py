@@ -14,11 +14,12 @@ from ssdstack.jobs.specs import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized)
 
-FIRST_STAGE = {"train": TRAIN_TASK, "pipeline": TRAIN_TASK, "convert": CONVERT_TASK, "evaluate": EVALUATE_TASK}
+FIRST_STAGE = {"train": TRAIN_TASK, "pipeline": TRAIN_TASK, "import": TRAIN_TASK, "export": TRAIN_TASK,
+               "convert": CONVERT_TASK, "evaluate": EVALUATE_TASK}
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-@router.post("", status_code=202, summary="Submit a job (train | convert | evaluate | pipeline)")
+@router.post("", status_code=202, summary="Submit a job (train | pipeline | import | export | convert | evaluate)")
 def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, celery: CeleryDep) -> dict:
     job = jobs.create(spec.type, spec.model_dump())
     try:

@@ -10,9 +10,10 @@ from celery import Celery
 
 from ssdstack.celery_app import CONVERT_TASK, EVALUATE_TASK, TASK_QUEUES, TRAIN_TASK
 from ssdstack.jobs.records import JobStore
-from ssdstack.jobs.specs import ConvertSpec, EvaluateSpec, PipelineSpec, TrainSpec
+from ssdstack.jobs.specs import ConvertSpec, EvaluateSpec, ExportSpec, ImportSpec, PipelineSpec, TrainSpec
 
-SPEC_TYPES = {"train": TrainSpec, "convert": ConvertSpec, "evaluate": EvaluateSpec, "pipeline": PipelineSpec}
+SPEC_TYPES = {"train": TrainSpec, "convert": ConvertSpec, "evaluate": EvaluateSpec, "pipeline": PipelineSpec,
+              "import": ImportSpec, "export": ExportSpec}
 
 
 def parse_spec(job: dict):

@@ -10,9 +10,19 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="a-z, 0-9, '.', '_', '-'")]
-ARCHITECTURE_NAMES = ("ssd300_mobilenet_v2", "ssd_lite_mobilenet_v2")
-Architecture = Literal["ssd300_mobilenet_v2", "ssd_lite_mobilenet_v2"]
+ARCHITECTURE_NAMES = ("ssd300_mobilenet_v2", "ssd_lite_mobilenet_v2", "ssd_vgg16", "ssd_resnet34",
+                      "ssd_mobilenet_v1_fpn", "ssd_resnet50_fpn")
+Architecture = Literal["ssd300_mobilenet_v2", "ssd_lite_mobilenet_v2", "ssd_vgg16", "ssd_resnet34",
+                       "ssd_mobilenet_v1_fpn", "ssd_resnet50_fpn"]
 ConvertBackend = Literal["auto", "onnxruntime"]
+# A checkpoint file in the store's ``checkpoints/`` folder (``PUT /v1/checkpoints/{name}``).
+CheckpointFile = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,126}\.ckpt$",
+                                      description="a .ckpt file uploaded to /v1/checkpoints")]
+# A published version (``<model>:<version>``) or an uploaded checkpoint file.
+CheckpointRef = Annotated[str, Field(pattern=r"^([a-z0-9][a-z0-9._-]{0,62}:[1-9][0-9]{0,8}|"
+                                             r"[A-Za-z0-9][A-Za-z0-9._-]{0,126}\.ckpt)$",
+                                     description="'<model>:<version>' or an uploaded .ckpt file")]
+ExportFormat = Literal["MINDIR", "ONNX", "AIR"]
 
 
 class _Spec(BaseModel):
@@ -33,8 +43,23 @@ class TrainSpec(_Spec):
     weight_decay: float | None = Field(default=None, ge=0, le=1)
     loss_scale: float | None = Field(default=None, ge=1, le=2**24)
     checkpoint_every: int = Field(default=1, ge=1, description="epochs between checkpoints")
+    keep_checkpoint_max: int = Field(default=2, ge=1, le=1000, description="newest resume checkpoints kept")
+    eval_every: int | None = Field(default=None, ge=1, description="epochs between val mAP checks; the "
+                                   "version is built from the best checkpoint by mAP")
     seed: int = Field(default=0, ge=0)
     device: Literal["auto", "CPU", "GPU", "Ascend"] = "auto"
+    pretrained: CheckpointRef | None = Field(default=None, description="start from a whole-network checkpoint")
+    backbone_checkpoint: CheckpointFile | None = Field(default=None, description="feature-extractor weights")
+    head_filter: Literal["auto", "none"] | list[Annotated[str, Field(min_length=1)]] = Field(
+        default="auto", description="pretrained parameters not to load: 'auto' = head parameters whose "
+        "shape differs (another class count), 'none', or a list of name prefixes")
+    freeze: Literal["none", "backbone"] = "none"
+    amp_level: Literal["auto", "O0", "O1", "O2", "O3"] = Field(
+        default="auto", description="MindSpore AMP level; auto = O2 on Ascend, O0 elsewhere")
+    loss_scale_mode: Literal["fixed", "dynamic"] = "fixed"
+    clip_global_norm: float | None = Field(default=None, gt=0, description="default: the recipe's (FPN: 1.0)")
+    devices: int = Field(default=1, ge=1, le=64, description="data-parallel processes on the trainer's node")
+    launcher: Literal["msrun", "rank_table"] = "msrun"
 
 
 class ConvertSpec(_Spec):
@@ -57,6 +82,29 @@ class EvaluateSpec(_Spec):
     split: Literal["train", "val"] = "val"
 
 
+class ImportSpec(_Spec):
+    """Turn an existing MindSpore checkpoint into a model version (validated, exported)."""
+
+    type: Literal["import"] = "import"
+    checkpoint: CheckpointFile
+    architecture: Architecture
+    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, description="class names without background, in the checkpoint's order")
+    model: Name = "ssd"
+    dataset: Name | None = Field(default=None, description="a dataset whose val split gives the trained mAP")
+    device: Literal["auto", "CPU", "GPU", "Ascend"] = "auto"
+
+
+class ExportSpec(_Spec):
+    """Export a version's weights again, as a new version (e.g. AIR on an Ascend trainer)."""
+
+    type: Literal["export"] = "export"
+    model: Name
+    version: int = Field(ge=1)
+    formats: list[ExportFormat] = Field(default=["MINDIR", "ONNX"], min_length=1)
+    device: Literal["auto", "CPU", "GPU", "Ascend"] = "auto"
+
+
 class PipelineSpec(TrainSpec):
     """train -> export -> convert -> evaluate -> deploy, as one job."""
 
@@ -67,4 +115,5 @@ class PipelineSpec(TrainSpec):
     deploy: bool = True
 
 
-JobSpec = Annotated[Union[TrainSpec, ConvertSpec, EvaluateSpec, PipelineSpec], Field(discriminator="type")]
+JobSpec = Annotated[Union[TrainSpec, ConvertSpec, EvaluateSpec, PipelineSpec, ImportSpec, ExportSpec],
+                    Field(discriminator="type")]

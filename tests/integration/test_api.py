@@ -41,6 +41,11 @@ def test_bearer_key_works(stack):
     ({"type": "pipeline", "dataset": "d", "epoch": 3}, "pipeline.epoch"),
     ({"type": "convert", "model": "m"}, "convert.version"),
     ({"type": "teleport"}, "type"),
+    ({"type": "train", "dataset": "d", "pretrained": "../etc/passwd"}, "train.pretrained"),
+    ({"type": "train", "dataset": "d", "freeze": "everything"}, "train.freeze"),
+    ({"type": "import", "checkpoint": "a.ckpt", "architecture": "yolo", "labels": ["a"]}, "import.architecture"),
+    ({"type": "import", "checkpoint": "a.ckpt", "architecture": "ssd_vgg16", "labels": []}, "import.labels"),
+    ({"type": "export", "model": "m", "version": 1, "formats": ["TFLITE"]}, "export.formats"),
 ])
 def test_bad_job_spec_is_422_naming_the_field(client, spec, field):
     with pytest.raises(ApiError) as raised:

@@ -143,6 +143,18 @@ def test_deploying_another_version_switches_detect_without_restart(pipeline, cli
     assert client.detect(jpeg)["version"] == first
 
 
+def test_a_checkpoint_uploaded_over_rest_imports_as_a_version(pipeline, client, stack):
+    source = client.get(f"/v1/models/{MODEL}/versions/{pipeline['result']['version']}")
+    checkpoint = stack.store_dir / "models" / MODEL / str(source["version"]) / source["artefacts"]["checkpoint"]["file"]
+    assert client.upload_checkpoint(checkpoint, "from-rest.ckpt")["bytes"] == checkpoint.stat().st_size
+    job = client.wait(client.submit({"type": "import", "checkpoint": "from-rest.ckpt", "model": "imported",
+                                     "architecture": CONFIG.architecture, "labels": source["labels"]})["id"],
+                      timeout=600)
+    assert job["state"] == "succeeded", job["error"]
+    imported = client.get(f"/v1/models/imported/versions/{job['result']['version']}")
+    assert imported["training"]["imported_from"] == "from-rest.ckpt" and imported["labels"] == source["labels"]
+
+
 def test_cancel_stops_a_running_job_and_publishes_nothing(pipeline, client, dataset):
     job = client.submit({"type": "train", "dataset": dataset, "model": "cancelled",
                          "architecture": CONFIG.architecture, "epochs": 50})

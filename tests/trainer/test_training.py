@@ -9,7 +9,7 @@ ms = pytest.importorskip("mindspore")
 from ssdstack.datasets.coco import load_coco_split  # noqa: E402
 from ssdstack.datasets.synth import synthesize  # noqa: E402
 from ssdstack.jobs.context import JobCancelled, LocalContext  # noqa: E402
-from trainer.export import export_network  # noqa: E402
+from trainer.export import export_network, reference_images  # noqa: E402
 from trainer.network import build_inference, build_ssd  # noqa: E402
 from trainer.recipes import get_recipe  # noqa: E402
 from trainer.train import TrainConfig, latest_checkpoint, train_network  # noqa: E402
@@ -79,7 +79,7 @@ def test_cancel_stops_training(tiny, tmp_path):
 def test_export_writes_artefacts_and_reference(tiny, tmp_path):
     recipe = get_recipe("ssd_lite_mobilenet_v2")
     network = build_ssd(recipe, num_classes=3)
-    files = export_network(network, recipe, tiny[1], tmp_path)
+    files = export_network(network, recipe, reference_images(tiny[1], recipe.image_size), tmp_path)
     assert files == {"checkpoint": "model.ckpt", "mindir": "model.mindir", "onnx": "model.onnx",
                      "reference": "reference.npz"}
     reference = np.load(tmp_path / "reference.npz")
