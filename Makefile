@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 export GLOG_v ?= 3
 
-.PHONY: install demo up down status test test-fast bench clean
+.PHONY: install demo up down status test test-fast bench bench-train clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test-fast: install
 
 bench: install  ## benchmarks; results in bench/results.json
 	$(PY) -m bench.run --out bench/results.json
+
+bench-train: install  ## training benchmarks (every architecture, mAP curve); the `training` section of bench/results.json
+	$(PY) -m bench.train --out bench/results.json
 
 clean:
 	rm -rf var .pytest_cache build *.egg-info

@@ -14,7 +14,7 @@ import numpy as np
 from ssdstack.datasets.coco import load_coco_split
 from ssdstack.datasets.synth import synthesize
 from ssdstack.model_store import ModelStore
-from trainer.export import export_network
+from trainer.export import export_network, reference_images
 from trainer.network import build_ssd
 from trainer.recipes import get_recipe
 from trainer.service import version_manifest
@@ -36,7 +36,7 @@ def main(store_dir: str, name: str, architecture: str) -> None:
                 param.set_data(ms.Tensor(rng.normal(0, (2 / fan_in) ** 0.5, param.shape).astype(np.float32)))
         export_dir = staged / "export"
         export_dir.mkdir()
-        artefacts = export_network(network, recipe, split, export_dir)
+        artefacts = export_network(network, recipe, reference_images(split, recipe.image_size), export_dir)
         manifest = version_manifest(recipe, split.label_names, split.category_ids, {}, {"untrained": True},
                                     {"job_id": None, "dataset": None, "parent_version": None})
         published = models.publish(name, export_dir, manifest, artefacts)

@@ -135,7 +135,10 @@ def main() -> None:
     finally:
         stack.down()
     print(json.dumps(results["detect_service"], indent=2), flush=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    out = Path(args.out)
+    if out.exists():  # `make bench-train` writes its own section: keep it
+        results = dict(json.loads(out.read_text()), **results)
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -62,14 +62,20 @@ def _checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
+def _marked(run_dir: Path, marker: str) -> tuple[Path, dict] | None:
+    """The checkpoint a json marker names, with the marker's content, if both exist."""
+    marker_path = _checkpoint_dir(run_dir) / marker
+    if not marker_path.exists():
+        return None
+    info = json.loads(marker_path.read_text())
+    path = _checkpoint_dir(run_dir) / info["file"]
+    return (path, info) if path.exists() else None
+
+
 def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
     """``(path, completed_epochs)`` of the newest complete checkpoint, if any."""
-    marker = _checkpoint_dir(run_dir) / "latest.json"
-    if not marker.exists():
-        return None
-    info = json.loads(marker.read_text())
-    path = _checkpoint_dir(run_dir) / info["file"]
-    return (path, int(info["epochs"])) if path.exists() else None
+    found = _marked(run_dir, "latest.json")
+    return (found[0], int(found[1]["epochs"])) if found else None
 
 
 def _write_checkpoint(cell, folder: Path, name: str, marker: str, info: dict) -> None:
@@ -95,12 +101,8 @@ def _save_checkpoint(train_step, run_dir: Path, epochs_done: int, keep: int) -> 
 
 def best_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
     """``(path, {"epoch", "map"})`` of the best evaluated weights, if any."""
-    marker = _checkpoint_dir(run_dir) / "best.json"
-    if not marker.exists():
-        return None
-    info = json.loads(marker.read_text())
-    path = _checkpoint_dir(run_dir) / info["file"]
-    return (path, {"epoch": info["epoch"], "map": info["map"]}) if path.exists() else None
+    found = _marked(run_dir, "best.json")
+    return (found[0], {"epoch": found[1]["epoch"], "map": found[1]["map"]}) if found else None
 
 
 def _history(run_dir: Path) -> list[dict]:

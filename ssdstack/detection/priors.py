@@ -31,8 +31,19 @@ def _check_levels(feature_sizes, steps, *others) -> None:
         )
 
 
+class _CellLayout:
+    """What both prior kinds share: ``feature_sizes[k]`` square maps with
+    ``boxes_per_cell()[k]`` priors in every cell."""
+
+    def boxes_per_cell(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def num_priors(self) -> int:
+        return sum(f * f * n for f, n in zip(self.feature_sizes, self.boxes_per_cell()))
+
+
 @dataclass(frozen=True)
-class PriorConfig:
+class PriorConfig(_CellLayout):
     """Settings of the zoo's ``GeneratDefaultBoxes``.
 
     ``aspect_ratios[k]`` empty on level 0 selects the zoo's special first level: sizes
@@ -79,9 +90,6 @@ class PriorConfig:
     def boxes_per_cell(self) -> tuple[int, ...]:
         return tuple(len(sizes) for sizes in self.sizes_per_level())
 
-    def num_priors(self) -> int:
-        return sum(f * f * n for f, n in zip(self.feature_sizes, self.boxes_per_cell()))
-
     def to_dict(self) -> dict:
         return {
             "kind": self.kind,
@@ -108,7 +116,7 @@ class PriorConfig:
 
 
 @dataclass(frozen=True)
-class GridAnchorConfig:
+class GridAnchorConfig(_CellLayout):
     """Settings of the zoo's ``GridAnchorGenerator`` (SSD with FPN).
 
     Level ``k`` has ``feature_sizes[k]`` cells per side of ``steps[k]`` pixels, centred
@@ -147,9 +155,6 @@ class GridAnchorConfig:
 
     def boxes_per_cell(self) -> tuple[int, ...]:
         return (len(self.aspect_ratios) * self.scales_per_octave,) * len(self.feature_sizes)
-
-    def num_priors(self) -> int:
-        return sum(f * f * n for f, n in zip(self.feature_sizes, self.boxes_per_cell()))
 
     def to_dict(self) -> dict:
         return {
