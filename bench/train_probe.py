@@ -55,7 +55,8 @@ def main() -> None:
     ms.set_seed(0)
     network = build_ssd(recipe, len(split.label_names) + 1)
     optimizer = nn.Momentum(_parameter_groups(network, recipe.train.weight_decay), 1e-3, 0.9)
-    step = TrainStep(SsdLoss(network, alpha=recipe.focal_alpha), optimizer, recipe.train.loss_scale,
+    loss_net = SsdLoss(network, gamma=recipe.focal_gamma, alpha=recipe.focal_alpha)
+    step = TrainStep(loss_net, optimizer, recipe.train.loss_scale,
                      clip_global_norm=ZOO_CLIP_NORM if recipe.clip_global_norm else None)
     step.set_train(True)
     batch = next(iter(batches.epoch(0)))

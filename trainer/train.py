@@ -179,8 +179,8 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
     total_steps = steps_per_epoch * config.epochs
     lr = warmup_cosine(config.lr, total_steps, int(config.warmup_epochs * steps_per_epoch))
     optimizer = nn.Momentum(_parameter_groups(network, config.weight_decay), Tensor(lr), config.momentum)
-    train_step = TrainStep(SsdLoss(_amp(network, config.amp_level), alpha=recipe.focal_alpha), optimizer,
-                           config.loss_scale, dynamic=config.loss_scale_dynamic,
+    loss_net = SsdLoss(_amp(network, config.amp_level), gamma=recipe.focal_gamma, alpha=recipe.focal_alpha)
+    train_step = TrainStep(loss_net, optimizer, config.loss_scale, dynamic=config.loss_scale_dynamic,
                            clip_global_norm=config.clip_global_norm,
                            grad_reducer=gradient_reducer(optimizer.parameters, group_size))
 
