@@ -45,8 +45,7 @@ def map_curve(dataset: Path, epochs: int, work: Path) -> dict:
 
     from ssdstack.datasets.coco import load_coco_split
     from ssdstack.jobs.context import LocalContext
-    from trainer.evaluate import evaluate_mindspore
-    from trainer.network import build_inference
+    from trainer.evaluate import evaluate_network
     from trainer.recipes import get_recipe
     from trainer.train import TrainConfig, train_network
 
@@ -61,9 +60,7 @@ def map_curve(dataset: Path, epochs: int, work: Path) -> dict:
     def evaluate(network) -> float:
         began = time.monotonic()
         training_min = (began - started - evaluating[0]) / 60  # evaluation time is not training time
-        inference = build_inference(network, recipe)
-        inference.set_train(False)
-        coco = evaluate_mindspore(inference, recipe, val, LocalContext(quiet=True)).scores.coco
+        coco = evaluate_network(network, recipe, val, LocalContext(quiet=True)).scores.coco
         evaluating[0] += time.monotonic() - began
         points.append({"epoch": len(points) + 1, "train_minutes": round(training_min, 2),
                        "AP50": round(coco["AP50"], 4), "AP": round(coco["AP"], 4)})

@@ -38,3 +38,12 @@ def evaluate_mindspore(inference, recipe: Recipe, split: CocoSplit, ctx: JobCont
     return EngineEvaluation(engine="mindspore", images=len(split.records),
                             images_per_s=round(len(split.records) / max(seconds, 1e-9), 2), results=results,
                             scores=evaluate_detections(split.annotation_file, results))
+
+
+def evaluate_network(network, recipe: Recipe, split: CocoSplit, ctx: JobContext) -> EngineEvaluation:
+    """:func:`evaluate_mindspore` of an ``SSD``: its inference cell in eval mode."""
+    from trainer.network import build_inference
+
+    inference = build_inference(network, recipe)
+    inference.set_train(False)
+    return evaluate_mindspore(inference, recipe, split, ctx)

@@ -66,19 +66,17 @@ def _initialiser(spec: TrainSpec, store_dir: Path, ctx: JobContext):
         return None
 
     def initialise(network) -> dict:
-        import mindspore as ms
-
-        from trainer.transfer import load_backbone, load_pretrained
+        from trainer.transfer import load_backbone, load_pretrained, read_checkpoint
 
         report = {}
         if spec.pretrained is not None:
-            loaded = load_pretrained(network, ms.load_checkpoint(str(checkpoint_path(store_dir, spec.pretrained))),
+            loaded = load_pretrained(network, read_checkpoint(checkpoint_path(store_dir, spec.pretrained)),
                                      spec.head_filter)
             report["pretrained"] = dict(loaded.to_dict(), source=spec.pretrained)
             ctx.log(f"loaded {loaded.loaded} parameters from {spec.pretrained}; "
                     f"{len(loaded.skipped)} head parameters start fresh")
         if spec.backbone_checkpoint is not None:
-            loaded = load_backbone(network, ms.load_checkpoint(str(checkpoint_path(store_dir, spec.backbone_checkpoint))))
+            loaded = load_backbone(network, read_checkpoint(checkpoint_path(store_dir, spec.backbone_checkpoint)))
             report["backbone"] = dict(loaded.to_dict(), source=spec.backbone_checkpoint)
             ctx.log(f"loaded {loaded.loaded} backbone parameters from {spec.backbone_checkpoint}")
         return report
@@ -143,11 +141,11 @@ def _set_device(device: str, work_dir: Path) -> None:
 
 
 def _publish(models: ModelStore, name: str, network, recipe: Recipe, split: CocoSplit | None, device: str,
-             formats: tuple[str, ...] | None, manifest_of, ctx: JobContext, images=None,
+             formats: tuple[str, ...] | None, manifest: dict, ctx: JobContext, images=None,
              evaluation=None, dataset: str | None = None) -> dict:
     """Export ``network`` into a staging folder, with the report of ``evaluation`` (on
-    ``dataset``'s val split) when given, and publish it; ``manifest_of(artefacts)`` gives
-    the manifest."""
+    ``dataset``'s val split) when given, and publish it with ``manifest`` (see
+    :func:`version_manifest`)."""
     from ssdstack.evaluation import stage_report
     from trainer.export import export_network, reference_images
 
@@ -158,7 +156,6 @@ def _publish(models: ModelStore, name: str, network, recipe: Recipe, split: Coco
     images = reference_images(split, recipe.image_size) if images is None else images
     with models.staging() as staged:
         artefacts = export_network(network, recipe, images, staged, formats)
-        manifest = manifest_of(artefacts)
         (staged / "labels.txt").write_text("\n".join(["background", *manifest["labels"]]) + "\n")
         artefacts["labels"] = "labels.txt"
         if evaluation is not None:
@@ -192,18 +189,15 @@ def train_on_store(spec: TrainSpec, recipe: Recipe, config: TrainConfig, store_d
     """The training itself, from the dataset's cached MindRecord; what one process does, or
     each data-parallel rank (``trainer.rank_main``)."""
     from trainer.data import TrainBatches
-    from trainer.evaluate import evaluate_mindspore
+    from trainer.evaluate import evaluate_network
     from trainer.mindrecord import MindRecordSource, mindrecord_for
-    from trainer.network import build_inference
 
     cached = mindrecord_for(store_dir, spec.dataset, "train")
     ctx.log(f"{'reusing' if cached.reused else 'wrote'} MindRecord {cached.file.name}")
     batches = TrainBatches(MindRecordSource(cached.file), recipe, config.batch_size, config.seed, rank, group_size)
 
     def val_map(network) -> float:
-        inference = build_inference(network, recipe)
-        inference.set_train(False)
-        return evaluate_mindspore(inference, recipe, val_split, ctx).scores.coco["AP"]
+        return evaluate_network(network, recipe, val_split, ctx).scores.coco["AP"]
 
     return train_network(recipe, train_split, config, run_dir, ctx, batches=batches,
                          initialise=_initialiser(spec, store_dir, ctx),
@@ -215,11 +209,9 @@ def _train_distributed(spec: TrainSpec, recipe: Recipe, device: str, store_dir: 
                        job_id: str, run_dir: Path, ctx: JobContext) -> TrainOutcome:
     """Run ``spec.devices`` ranks of :mod:`trainer.rank_main` and wait for them; rank 0
     leaves the weights to publish in ``run_dir/final.ckpt`` and its outcome beside them."""
-    import mindspore as ms
-
     from trainer.distributed import LaunchPlan, free_port, launch, relay_to
     from trainer.network import build_ssd
-    from trainer.transfer import load_pretrained
+    from trainer.transfer import load_pretrained, read_checkpoint
 
     job_file = work_dir / "rank-job.json"
     job_file.write_text(json.dumps({"type": spec.type, "spec": spec.model_dump(), "store_dir": str(store_dir),
@@ -236,7 +228,7 @@ def _train_distributed(spec: TrainSpec, recipe: Recipe, device: str, store_dir: 
            on_line=relay_to(ctx), cancelled=ctx.cancelled)
     outcome = json.loads((run_dir / RANK_OUTCOME).read_text())
     network = build_ssd(recipe, len(outcome.pop("labels")) + 1)
-    load_pretrained(network, ms.load_checkpoint(str(run_dir / RANK_WEIGHTS)), head_filter="none")
+    load_pretrained(network, read_checkpoint(run_dir / RANK_WEIGHTS), head_filter="none")
     return TrainOutcome(network=network, **outcome)
 
 
@@ -244,8 +236,7 @@ def train_and_publish(spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: 
                       default_device: str = "auto") -> dict:
     """Returns :func:`published_result` of the new version."""
     from ssdstack.evaluation import report_dir
-    from trainer.evaluate import evaluate_mindspore
-    from trainer.network import build_inference
+    from trainer.evaluate import evaluate_network
 
     recipe = get_recipe(spec.architecture)
     dataset_info, summary, train_split, val_split = _checked_dataset(spec.dataset, store_dir, ctx)
@@ -262,10 +253,8 @@ def train_and_publish(spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: 
 
     network = outcome.network
     network.set_train(False)
-    inference = build_inference(network, recipe)
-    inference.set_train(False)
     ctx.progress(stage="evaluate_trained")
-    evaluation = evaluate_mindspore(inference, recipe, val_split, ctx)
+    evaluation = evaluate_network(network, recipe, val_split, ctx)
     trained = dict(evaluation.summary(), report=report_dir("mindspore", spec.dataset, "val"))
     ctx.log(f"trained mAP {trained['coco']['AP']:.4f}, mAP@0.5 {trained['coco']['AP50']:.4f}")
 
@@ -279,9 +268,9 @@ def train_and_publish(spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: 
                 "dataset_warnings": {"count": summary.warning_count, "first": summary.warnings}}
     lineage = {"job_id": job_id, "dataset": spec.dataset, "dataset_sha256": dataset_info.get("sha256"),
                "parent_version": None, "pretrained": spec.pretrained, "backbone_checkpoint": spec.backbone_checkpoint}
-    manifest = _publish(ModelStore(store_dir), spec.model, network, recipe, val_split, device, None,
-                        lambda artefacts: version_manifest(recipe, train_split.label_names, train_split.category_ids,
-                                                           {"trained": trained}, training, lineage), ctx,
+    manifest = version_manifest(recipe, train_split.label_names, train_split.category_ids, {"trained": trained},
+                                training, lineage)
+    manifest = _publish(ModelStore(store_dir), spec.model, network, recipe, val_split, device, None, manifest, ctx,
                         evaluation=evaluation, dataset=spec.dataset)
     return published_result(manifest)
 
@@ -293,12 +282,10 @@ def import_and_publish(spec: ImportSpec, store_dir: Path, work_dir: Path, job_id
 
     ``checkpoint`` overrides the uploaded file (the CLI imports a local path).
     """
-    import mindspore as ms
-
     from ssdstack.evaluation import report_dir
-    from trainer.evaluate import evaluate_mindspore
-    from trainer.network import build_inference, build_ssd
-    from trainer.transfer import load_pretrained
+    from trainer.evaluate import evaluate_network
+    from trainer.network import build_ssd
+    from trainer.transfer import load_pretrained, read_checkpoint
 
     recipe = get_recipe(spec.architecture)
     path = checkpoint or checkpoint_path(store_dir, spec.checkpoint)
@@ -311,26 +298,19 @@ def import_and_publish(spec: ImportSpec, store_dir: Path, work_dir: Path, job_id
     device = resolve_device(spec.device, default_device)
     _set_device(device, work_dir)
     network = build_ssd(recipe, len(spec.labels) + 1)
-    try:
-        state = ms.load_checkpoint(str(path))
-    except (ValueError, RuntimeError, OSError) as error:
-        raise JobFailed(f"{path.name} is not a readable MindSpore checkpoint: {error}") from error
-    report = load_pretrained(network, state, head_filter="none")
+    report = load_pretrained(network, read_checkpoint(path), head_filter="none")
     ctx.log(f"{path.name}: {report.loaded} parameters fit {spec.architecture} with {len(spec.labels)} classes"
             + (" (matched layer by layer: the names differ)" if report.mapped_by_position else ""))
     network.set_train(False)
     metrics, evaluation = {}, None
     if val_split is not None:
-        inference = build_inference(network, recipe)
-        inference.set_train(False)
-        evaluation = evaluate_mindspore(inference, recipe, val_split, ctx)
+        evaluation = evaluate_network(network, recipe, val_split, ctx)
         metrics["trained"] = dict(evaluation.summary(), report=report_dir("mindspore", spec.dataset, "val"))
     category_ids = val_split.category_ids if val_split is not None else tuple(range(1, len(spec.labels) + 1))
     training = {"device": device, "imported_from": path.name, "load": report.to_dict()}
     lineage = {"job_id": job_id, "dataset": spec.dataset, "dataset_sha256": None, "parent_version": None}
-    manifest = _publish(ModelStore(store_dir), spec.model, network, recipe, val_split, device, None,
-                        lambda artefacts: version_manifest(recipe, spec.labels, category_ids, metrics,
-                                                           training, lineage), ctx,
+    manifest = version_manifest(recipe, spec.labels, category_ids, metrics, training, lineage)
+    manifest = _publish(ModelStore(store_dir), spec.model, network, recipe, val_split, device, None, manifest, ctx,
                         evaluation=evaluation, dataset=spec.dataset)
     return published_result(manifest)
 
@@ -339,11 +319,10 @@ def export_and_publish(spec: ExportSpec, store_dir: Path, work_dir: Path, job_id
                        default_device: str = "auto") -> dict:
     """Export a version's checkpoint again in ``spec.formats``, as a new version of the
     same model whose lineage names the source; its reference images are the source's."""
-    import mindspore as ms
     import numpy as np
 
     from trainer.network import build_ssd
-    from trainer.transfer import load_pretrained
+    from trainer.transfer import load_pretrained, read_checkpoint
 
     models = ModelStore(store_dir)
     source = models.manifest(spec.model, spec.version)
@@ -351,22 +330,19 @@ def export_and_publish(spec: ExportSpec, store_dir: Path, work_dir: Path, job_id
     device = resolve_device(spec.device, default_device)
     _set_device(device, work_dir)
     network = build_ssd(recipe, int(source["num_classes"]))
-    load_pretrained(network, ms.load_checkpoint(str(models.artefact_path(spec.model, spec.version, "checkpoint"))),
+    load_pretrained(network, read_checkpoint(models.artefact_path(spec.model, spec.version, "checkpoint")),
                     head_filter="none")
     network.set_train(False)
     with np.load(models.artefact_path(spec.model, spec.version, "reference")) as reference:
         images = reference["images"]
 
-    def manifest_of(artefacts: dict) -> dict:
-        manifest = {key: value for key, value in source.items()
-                    if key not in ("name", "version", "created_at", "schema", "artefacts", "serving", "metrics")}
-        # The weights' trained mAP carries over; served figures belong to the source's conversions.
-        manifest["metrics"] = {key: value for key, value in source.get("metrics", {}).items() if key == "trained"}
-        manifest["serving"] = {}
-        manifest["lineage"] = dict(source.get("lineage", {}), job_id=job_id, parent_version=spec.version)
-        manifest["training"] = dict(source.get("training", {}), exported_on=device)
-        return manifest
-
-    manifest = _publish(models, spec.model, network, recipe, None, device, tuple(spec.formats), manifest_of, ctx,
+    manifest = {key: value for key, value in source.items()
+                if key not in ("name", "version", "created_at", "schema", "artefacts", "serving", "metrics")}
+    # The weights' trained mAP carries over; served figures belong to the source's conversions.
+    manifest["metrics"] = {key: value for key, value in source.get("metrics", {}).items() if key == "trained"}
+    manifest["serving"] = {}
+    manifest["lineage"] = dict(source.get("lineage", {}), job_id=job_id, parent_version=spec.version)
+    manifest["training"] = dict(source.get("training", {}), exported_on=device)
+    manifest = _publish(models, spec.model, network, recipe, None, device, tuple(spec.formats), manifest, ctx,
                         images=images)
     return published_result(manifest)

@@ -9,6 +9,7 @@ weight is changed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +30,16 @@ class LoadReport:
     def to_dict(self) -> dict:
         return {"loaded": self.loaded, "reinitialised": self.skipped[:SHOWN], "reinitialised_count": len(self.skipped),
                 "mapped_by_position": self.mapped_by_position}
+
+
+def read_checkpoint(path: Path) -> dict:
+    """``mindspore.load_checkpoint`` of ``path``; a file that is not one fails the job saying so."""
+    import mindspore as ms
+
+    try:
+        return ms.load_checkpoint(str(path))
+    except (ValueError, RuntimeError, OSError) as error:
+        raise JobFailed(f"{Path(path).name} is not a readable MindSpore checkpoint: {error}") from error
 
 
 def normalise_name(name: str) -> str:

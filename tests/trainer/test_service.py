@@ -73,6 +73,7 @@ def test_pretrained_on_another_class_count_reinitialises_the_head(store):
     ({"pretrained": "base:1", "head_filter": "none"}, "differ in shape"),
     ({"pretrained": "nowhere.ckpt"}, "was not uploaded"),
     ({"backbone_checkpoint": "unrelated.ckpt"}, "matches no parameter of the backbone"),
+    ({"pretrained": "garbage.ckpt"}, "garbage.ckpt is not a readable MindSpore checkpoint"),
 ])
 def test_starting_weights_that_do_not_fit_fail_and_publish_nothing(store, overrides, words):
     folder = store / "checkpoints"
@@ -80,6 +81,7 @@ def test_starting_weights_that_do_not_fit_fail_and_publish_nothing(store, overri
     if not (folder / "unrelated.ckpt").exists():
         ms.save_checkpoint([{"name": "fc.weight", "data": ms.Tensor(np.zeros((4, 3), np.float32))}],
                            str(folder / "unrelated.ckpt"))
+        (folder / "garbage.ckpt").write_bytes(b"not a checkpoint")
     spec = TrainSpec(dataset="three", model="refused", **dict(FAST, **overrides))
     with pytest.raises((JobFailed, NotFound), match=words):
         _run(train_and_publish, spec, store, "j-refused")
