@@ -22,7 +22,10 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
             spec = parse_spec(job)
             name, version = target_version(job, spec)
             backend = spec.backend if spec.backend != "auto" else runtime.settings.convert_backend
-            result = convert_version(store, name, version, backend, ctx, tolerance=spec.tolerance)
+            result = convert_version(store, name, version, backend, ctx, tolerance=spec.tolerance,
+                                     atc=spec.atc.model_dump(),
+                                     default_soc_version=runtime.settings.ascend_soc_version or None,
+                                     log_dir=runtime.settings.work_dir / "atc-logs" / job_id)
             if isinstance(spec, PipelineSpec):
                 runtime.jobs.merge_result(job_id, {"conversion": result})
                 return NextStage(EVALUATE_TASK)

@@ -9,7 +9,11 @@ from ssdstack.worker import WorkerRuntime
 
 
 def backends() -> dict:
-    return {"convert": [name for name, backend in BACKENDS.items() if backend().is_available()]}
+    """The backends this worker converts with: the configured one, or every available one for auto."""
+    available = [name for name, backend in BACKENDS.items() if backend().is_available()]
+    if settings.convert_backend != "auto":
+        available = [name for name in available if name == settings.convert_backend]
+    return {"convert": available}
 
 
 settings = worker_settings()

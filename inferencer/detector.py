@@ -7,8 +7,10 @@ import numpy as np
 
 from inferencer.backends.base import InferenceEngine
 from ssdstack.detection.boxes import normalised_to_pixels
-from ssdstack.detection.nms import PostprocessConfig, postprocess
-from ssdstack.errors import InvalidInput
+from inferencer.dvpp import ADVICE as DVPP_ADVICE
+from inferencer.dvpp import dvpp_jpeg_info
+from ssdstack.detection.nms import PostprocessConfig, batched_nms, postprocess
+from ssdstack.errors import InvalidImage, InvalidInput
 from ssdstack.images import decode_image, resize_stretch
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -30,13 +32,21 @@ class Detector:
         self.postprocess = PostprocessConfig(**{k: v for k, v in manifest.get("postprocess", {}).items() if k in known})
 
     def detect(self, image_bytes: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, score_threshold: float | None = None,
-               iou_threshold: float | None = None, max_detections: int | None = None) -> dict:
-        """Decode ``image_bytes`` (any format Pillow reads; EXIF orientation applied) and detect.
+               iou_threshold: float | None = None, max_detections: int | None = None,
+               exif_transpose: bool = True) -> dict:
+        """Decode ``image_bytes`` (any format Pillow reads; EXIF orientation applied unless
+        ``exif_transpose`` is False) and detect.
+
+        An engine that decodes on the device (MindX with DVPP) takes the bytes as they
+        are: they must be a JPEG its decoder supports (:func:`inferencer.dvpp.dvpp_jpeg_info`).
 
         Raises InvalidImage for bytes that are not a usable image, InvalidInput for bad
         overrides. See :meth:`detect_array` for the result.
         """
-        rgb = decode_image(image_bytes, max_pixels=max_pixels)
+        if self.engine.takes_encoded_images:
+            return self._detect_encoded(image_bytes, max_pixels, exif_transpose,
+                                        self._config(score_threshold, iou_threshold, max_detections))
+        rgb = decode_image(image_bytes, max_pixels=max_pixels, exif_transpose=exif_transpose)
         return self.detect_array(rgb, score_threshold, iou_threshold, max_detections)
 
     def detect_array(self, rgb: np.ndarray, score_threshold: float | None = None, iou_threshold: float | None = None,
@@ -50,15 +60,41 @@ class Detector:
         """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InvalidInput(f"expected an [H, W, 3] uint8 RGB image, got {list(rgb.shape)} {rgb.dtype}")
+        if self.engine.takes_encoded_images:
+            raise InvalidInput(f"the {self.engine.name} engine decodes images on the device: send the file bytes")
         config = self._config(score_threshold, iou_threshold, max_detections)
         height, width = rgb.shape[:2]
         boxes, scores = self.engine.predict(resize_stretch(rgb, self.image_size))
         kept_boxes, kept_scores, labels = postprocess(boxes, scores, config)
-        pixels = normalised_to_pixels(kept_boxes, width, height)
+        return self._answer(normalised_to_pixels(kept_boxes, width, height), kept_scores, labels, width, height)
+
+    def _detect_encoded(self, image_bytes: bytes, max_pixels: int, exif_transpose: bool,
+                        config: PostprocessConfig) -> dict:
+        """The device decodes, resizes, thresholds and runs NMS with the manifest's settings;
+        a stricter score or IoU threshold and ``max_detections`` apply here afterwards."""
+        info = dvpp_jpeg_info(image_bytes, max_pixels)
+        if exif_transpose and info.orientation != 1:
+            raise InvalidImage(f"this JPEG has EXIF orientation {info.orientation}; the device decoder's handling "
+                               f"of it is not verified, so boxes could be in the wrong frame: {DVPP_ADVICE}")
+        if config.score_threshold < self.postprocess.score_threshold:
+            raise InvalidInput(f"the device postprocessor keeps scores >= {self.postprocess.score_threshold}; "
+                               "a lower score_threshold needs cpu preprocessing")
+        if config.iou_threshold > self.postprocess.iou_threshold:
+            raise InvalidInput(f"the device postprocessor already ran NMS at IoU {self.postprocess.iou_threshold}; "
+                               "a higher iou_threshold needs cpu preprocessing")
+        boxes, scores, labels = self.engine.detect_encoded(image_bytes, self.labels)
+        keep = np.flatnonzero(scores > config.score_threshold)  # as the shared postprocess compares
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = batched_nms(boxes, scores, labels, config.iou_threshold)[:config.max_detections]
+        limits = np.asarray([info.width, info.height, info.width, info.height], np.float32)
+        boxes = np.clip(boxes[keep], 0, limits)
+        return self._answer(boxes, scores[keep], labels[keep], info.width, info.height)
+
+    def _answer(self, pixels: np.ndarray, scores: np.ndarray, labels: np.ndarray, width: int, height: int) -> dict:
         detections = [
             {"label": self.labels[label - 1], "label_id": int(label), "score": round(float(score), 4),
              "box": [round(float(v), 2) for v in box]}
-            for box, score, label in zip(pixels, kept_scores, labels)
+            for box, score, label in zip(pixels, scores, labels)
         ]
         return {"model": self.name, "version": self.version, "width": int(width), "height": int(height),
                 "detections": detections}

@@ -20,7 +20,6 @@ from ssdstack.datasets.store import DatasetStore
 from ssdstack.errors import InvalidInput
 from ssdstack.evaluation import (EngineEvaluation, detections_to_coco, evaluate_detections, report_dir,
                                  stage_report)
-from ssdstack.images import decode_image
 from ssdstack.jobs.context import JobCancelled, JobContext
 from ssdstack.model_store import ModelStore, sha256_file, utc_now
 from inferencer.backends import select_engine
@@ -28,7 +27,7 @@ from inferencer.detector import Detector
 
 
 def evaluate_served(store_dir, name: str, version: int, dataset: str | None, split: str, engine_name: str,
-                    ctx: JobContext, max_pixels: int = 50_000_000) -> dict:
+                    ctx: JobContext, max_pixels: int = 50_000_000, engine_options: dict | None = None) -> dict:
     """Evaluate, store the report with the version and record ``metrics.served``; returns that record.
 
     The record: ``{"coco": 12 numbers, "per_class": table, "engine", "dataset", "split",
@@ -42,7 +41,7 @@ def evaluate_served(store_dir, name: str, version: int, dataset: str | None, spl
         raise InvalidInput(f"dataset {dataset!r} has categories {dict(zip(data.category_ids, data.label_names))}, "
                            f"model {name} v{version} was trained on "
                            f"{dict(zip(manifest['category_ids'], manifest['labels']))}")
-    engine = select_engine(engine_name)
+    engine = select_engine(engine_name, engine_options, manifest)
     engine.load(models.version_dir(name, version), manifest)
     detector = Detector(engine, manifest, name, version)
     category_ids = np.asarray(manifest["category_ids"])
@@ -51,9 +50,8 @@ def evaluate_served(store_dir, name: str, version: int, dataset: str | None, spl
     for index, record in enumerate(data.records):
         if ctx.cancelled():
             raise JobCancelled("cancelled during evaluation")
-        # Decoded in the stored frame, as the annotations are (see ssdstack.images).
-        image = decode_image(record.path.read_bytes(), max_pixels=max_pixels, exif_transpose=False)
-        found = detector.detect_array(image)["detections"]
+        # In the stored frame, as the annotations are (see ssdstack.images).
+        found = detector.detect(record.path.read_bytes(), max_pixels=max_pixels, exif_transpose=False)["detections"]
         if found:
             boxes = np.asarray([d["box"] for d in found], np.float32)
             scores = np.asarray([d["score"] for d in found], np.float32)

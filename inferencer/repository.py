@@ -17,11 +17,13 @@ class ModelRepository:
     is not closed: requests already holding it finish on the old version.
     """
 
-    def __init__(self, store: ModelStore, engine_name: str, engine_options: dict | None = None):
+    def __init__(self, store: ModelStore, engine_name: str, engine_options: dict[str, dict] | None = None):
+        """``engine_name``: an engine, or ``"auto"`` (per version, the first available engine
+        it was converted for); ``engine_options``: constructor options per engine name."""
         self.store = store
         self.engine_name = engine_name
         self.engine_options = dict(engine_options or {})
-        select_engine(engine_name, **self.engine_options)  # fail at start-up, not on the first request
+        select_engine(engine_name, self.engine_options)  # fail at start-up, not on the first request
         self._detectors: dict[str, Detector] = {}
         self._load_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -68,7 +70,7 @@ class ModelRepository:
 
     def _load(self, name: str, version: int) -> Detector:
         manifest = self.store.manifest(name, version)
-        engine = select_engine(self.engine_name, **self.engine_options)
+        engine = select_engine(self.engine_name, self.engine_options, manifest)
         engine.load(self.store.version_dir(name, version), manifest)
         return Detector(engine, manifest, name, version)
 

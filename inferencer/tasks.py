@@ -14,6 +14,7 @@ from ssdstack.jobs.pipeline import parse_spec, target_version
 from ssdstack.jobs.specs import PipelineSpec
 from ssdstack.model_store import ModelStore
 from ssdstack.worker import WorkerRuntime
+from inferencer.backends import engine_options
 from inferencer.repository import ModelRepository
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ def register(app: Celery, runtime: WorkerRuntime, repository: ModelRepository) -
             dataset = spec.dataset
             split = "val" if isinstance(spec, PipelineSpec) else spec.split
             served = evaluate_served(settings.store_dir, name, version, dataset, split, settings.infer_backend,
-                                     ctx, max_pixels=settings.max_image_pixels)
+                                     ctx, max_pixels=settings.max_image_pixels,
+                                     engine_options=engine_options(settings))
             if not isinstance(spec, PipelineSpec):
                 return {"model": name, "version": version, "metrics": {"served": served["coco"]}}
             result = dict(job["result"] or {})

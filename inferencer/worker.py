@@ -6,7 +6,7 @@ Threads, not processes: one ONNX Runtime session per model is shared by every th
 from __future__ import annotations
 
 from inferencer import tasks
-from inferencer.backends import ENGINES
+from inferencer.backends import available_engines, engine_options
 from inferencer.repository import ModelRepository
 from ssdstack.celery_app import INFER_QUEUE, create_app
 from ssdstack.model_store import ModelStore
@@ -15,7 +15,11 @@ from ssdstack.worker import WorkerRuntime
 
 
 def backends() -> dict:
-    return {"infer": [name for name, engine in ENGINES.items() if engine().is_available()]}
+    """The engines this worker serves with: the configured one, or every available one for auto."""
+    available = available_engines()
+    if settings.infer_backend != "auto":
+        available = [name for name in available if name == settings.infer_backend]
+    return {"infer": available}
 
 
 settings = worker_settings()
@@ -23,6 +27,5 @@ app = create_app(settings, "inferencer")
 app.conf.worker_concurrency = settings.infer_concurrency
 runtime = WorkerRuntime("inferencer", [INFER_QUEUE], settings, backends)
 runtime.install(app)
-engine_options = {"intra_op_threads": settings.infer_intra_op_threads} if settings.infer_intra_op_threads else {}
-repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend, engine_options)
+repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend, engine_options(settings))
 tasks.register(app, runtime, repository)

@@ -65,12 +65,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_detect(args) -> int:
+    from inferencer.backends import engine_options
     from inferencer.repository import ModelRepository
     from ssdstack.model_store import ModelStore
     from ssdstack.settings import WorkerSettings
 
     settings = WorkerSettings()
-    repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend)
+    repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend, engine_options(settings))
     detector = repository.get(args.model)
     source = Path(args.path)
     images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if source.is_dir() else [source]
@@ -162,6 +163,20 @@ def cmd_job_submit(args) -> int:
     return 0 if job["state"] in ("queued", "running", "succeeded") else 1
 
 
+def cmd_ascend_check(args) -> int:
+    from ssdstack.ascend_check import run_ascend_check
+    from ssdstack.settings import WorkerSettings
+
+    settings = WorkerSettings()
+    report = run_ascend_check(settings.store_dir, args.model, Path(args.out), dataset=args.dataset,
+                              split=args.split, soc_version=args.soc_version or settings.ascend_soc_version or None,
+                              image_format=args.image_format, preprocessing=args.preprocessing,
+                              work_dir=settings.work_dir, agreement_score=args.agreement_score,
+                              min_agreement=args.min_agreement, max_map_gap=args.max_map_gap)
+    print((Path(args.out) / "report.md").read_text())
+    return 0 if report["passed"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssdstack", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -218,6 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="wait until the job ends")
     submit.add_argument("--timeout", type=float, default=24 * 3600)
     submit.set_defaults(func=cmd_job_submit)
+
+    check = commands.add_parser("ascend-check", help="prove the Ascend path on this NPU host: ATC, MindX stream, "
+                                "mAP, images/s, agreement with ONNX Runtime (see docs/ascend.md)")
+    check.add_argument("--model", default="demo", help="NAME or NAME:VERSION in the store (default: newest demo)")
+    check.add_argument("--dataset", default=None, help="default: the version's training dataset")
+    check.add_argument("--split", default="val", choices=["train", "val"])
+    check.add_argument("--soc-version", default=None, help="ATC target; default: the chip npu-smi shows")
+    check.add_argument("--image-format", default="auto", choices=["auto", "rgb", "bgr", "yuv420sp"])
+    check.add_argument("--preprocessing", default="auto", choices=["auto", "dvpp", "cpu"])
+    check.add_argument("--out", default="var/ascend-check", help="folder for report.json and report.md")
+    check.add_argument("--agreement-score", type=float, default=0.3,
+                       help="detections below this score are not compared")
+    check.add_argument("--min-agreement", type=float, default=0.9)
+    check.add_argument("--max-map-gap", type=float, default=0.02)
+    check.set_defaults(func=cmd_ascend_check)
     return parser
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
+from typing_extensions import Annotated, Literal
+
+from ssdstack.jobs.specs import SOC_VERSIONS
 
 
 class CommonSettings(BaseSettings):
@@ -61,6 +63,22 @@ class WorkerSettings(CommonSettings):
     # Threads one ONNX Runtime run may use (0: one per physical core).
     infer_intra_op_threads: int = Field(default=0, ge=0, le=256)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
+    # Ascend chip ("Ascend310P3"): the converter's default ATC target, and the chip an
+    # inferencer serves on ("" = ask npu-smi).
+    ascend_soc_version: str = ""
+    # MindX SDK engine: where images are decoded and resized ("auto": dvpp when the model's
+    # input suits DVPP, else cpu), the NPU it uses, and how long one image may take.
+    mxsdk_preprocessing: Literal["auto", "dvpp", "cpu"] = "auto"
+    mxsdk_device_id: int = Field(default=0, ge=0, le=63)
+    mxsdk_timeout_ms: int = Field(default=3000, ge=10, le=600_000)
+    mxsdk_postprocess_lib: str = "libSsdMobilenetFpn_MindsporePost.so"
+
+    @field_validator("ascend_soc_version")
+    @classmethod
+    def _known_chip(cls, value: str) -> str:
+        if value and value not in SOC_VERSIONS:
+            raise ValueError(f"{value!r} is not an ATC soc_version; one of {', '.join(SOC_VERSIONS)}")
+        return value
 
 
 class GatewaySettings(CommonSettings):

@@ -95,3 +95,24 @@ def publish_model(exported_model: Path) -> Callable[..., int]:
         return manifest["version"]
 
     return publish
+
+
+@pytest.fixture
+def store_with_dataset(tmp_path, exported_model):
+    """A ModelStore holding dataset "synth" (the exported model's own) and model "demo" v1
+    trained on it: manifest with category ids and lineage, not converted yet."""
+    from ssdstack.datasets.coco import load_coco_split
+    from ssdstack.model_store import ModelStore
+
+    store = ModelStore(tmp_path / "store")
+    dataset = store.root / "datasets" / "synth"
+    shutil.copytree(exported_model / "dataset", dataset)
+    (dataset / "dataset.json").write_text("{}")
+    split = load_coco_split(dataset, "val")
+    fields = json.loads((exported_model / "manifest_fields.json").read_text())
+    fields.update(category_ids=list(split.category_ids), lineage={"dataset": "synth"})
+    with store.staging() as staged:
+        for file in ("model.onnx", "reference.npz"):
+            shutil.copyfile(exported_model / file, staged / file)
+        store.publish("demo", staged, fields, {"onnx": "model.onnx", "reference": "reference.npz"})
+    return store

@@ -24,8 +24,13 @@ DEFAULT_FOCAL_ALPHA = 0.75
 
 
 def _flatten_levels(maps, values_per_box: int):
-    """``[N, B*V, H, W]`` per level -> ``[N, sum(H*W*B), V]`` in (level, row, column, box) order."""
-    flat = [ops.reshape(ops.transpose(m, (0, 2, 3, 1)), (m.shape[0], -1, values_per_box)) for m in maps]
+    """``[N, B*V, H, W]`` per level -> ``[N, sum(H*W*B), V]`` in (level, row, column, box) order.
+
+    The batch axis is left to the reshape (-1), so that an exported graph takes any batch
+    size (ATC's static and dynamic batch conversions rely on it).
+    """
+    flat = [ops.reshape(ops.transpose(m, (0, 2, 3, 1)), (-1, m.shape[1] * m.shape[2] * m.shape[3] // values_per_box,
+                                                         values_per_box)) for m in maps]
     return ops.concat(flat, axis=1)
 
 

@@ -1,12 +1,14 @@
 """Conversion backends, by name; ``select_backend("auto")`` takes the first available."""
 from __future__ import annotations
 
+from converter.backends.atc import AtcBackend
 from converter.backends.base import ConverterBackend, ConvertResult
 from converter.backends.onnxruntime import OnnxRuntimeBackend
 from ssdstack.errors import BackendUnavailable
 
-# Order matters for "auto": the first available backend wins.
+# Order matters for "auto": the first available backend wins (atc where CANN is installed).
 BACKENDS: dict[str, type[ConverterBackend]] = {
+    AtcBackend.name: AtcBackend,
     OnnxRuntimeBackend.name: OnnxRuntimeBackend,
 }
 

@@ -15,9 +15,11 @@ from ssdstack.jobs.context import JobContext
 
 @dataclass
 class ConvertResult:
-    """``file`` (in the ``out_dir`` given to ``convert``) becomes artefact ``artefact_kind``.
+    """``file`` (in the ``out_dir`` given to ``convert``) becomes artefact ``artefact_kind``,
+    and each of ``extra`` (kind -> file in ``out_dir``) an artefact beside it.
 
-    ``check`` is the accuracy check's dict (see :func:`converter.check.check_against_reference`);
+    ``check`` is the accuracy check's dict (see :func:`converter.check.check_against_reference`),
+    or ``{"passed": None, "reason": ...}`` for an artefact that cannot run here;
     ``details`` says how the artefact was made (source, tool versions, settings).
     """
 
@@ -25,6 +27,7 @@ class ConvertResult:
     file: Path
     check: dict
     details: dict = field(default_factory=dict)
+    extra: dict[str, Path] = field(default_factory=dict)
 
 
 class ConverterBackend(Backend):
@@ -37,6 +40,9 @@ class ConverterBackend(Backend):
                 ctx: JobContext) -> ConvertResult:
         """Convert the version in ``version_dir`` (described by ``manifest``) into ``out_dir``.
 
-        ``options["tolerance"]`` is the accuracy check's bound on max abs differences.
+        ``options``: ``tolerance`` (the accuracy check's bound on max abs differences),
+        ``atc`` (:class:`ssdstack.jobs.specs.AtcOptions` as a dict),
+        ``default_soc_version`` (the worker's setting) and ``log_dir`` (where a tool's detailed
+        logs go); each backend reads its own.
         """
         raise NotImplementedError

@@ -21,14 +21,13 @@ import numpy as np
 
 from converter.backends.base import ConverterBackend, ConvertResult
 from converter.check import check_against_reference
-from ssdstack.errors import InvalidInput, JobFailed
+from ssdstack.errors import JobFailed
 from ssdstack.jobs.context import JobContext
 from ssdstack.model_store import sha256_file
 
 ARTEFACT_FILE = "model.ort.onnx"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores")
-KNOWN_OPTIONS = {"tolerance"}
 
 
 class OnnxRuntimeBackend(ConverterBackend):
@@ -42,9 +41,6 @@ class OnnxRuntimeBackend(ConverterBackend):
         import onnx
         import onnxruntime as ort
 
-        unknown = set(options) - KNOWN_OPTIONS
-        if unknown:
-            raise InvalidInput(f"unknown options for the onnxruntime converter: {sorted(unknown)}")
         tolerance = float(options.get("tolerance", 1e-4))
         source = _artefact(version_dir, manifest, "onnx")
         reference = _artefact(version_dir, manifest, "reference")

@@ -1,36 +1,63 @@
-"""Inference engines, by name; ``select_engine("auto")`` takes the first available."""
+"""Inference engines, by name; ``"auto"`` takes the first available one that the
+version was converted for."""
 from __future__ import annotations
 
 from inferencer.backends.base import InferenceEngine
+from inferencer.backends.mxsdk import MxSdkEngine
 from inferencer.backends.onnxruntime import OnnxRuntimeEngine
-from ssdstack.errors import BackendUnavailable
+from ssdstack.errors import BackendUnavailable, Conflict
+from ssdstack.settings import WorkerSettings
 
-# Order matters for "auto": the first available engine wins.
+# Order matters for "auto": the first available engine wins (the NPU where there is one).
 ENGINES: dict[str, type[InferenceEngine]] = {
+    MxSdkEngine.name: MxSdkEngine,
     OnnxRuntimeEngine.name: OnnxRuntimeEngine,
 }
 
 
-def select_engine(name: str, **options) -> InferenceEngine:
-    """A new, unloaded engine called ``name`` (or the first available for ``"auto"``),
-    built with ``options`` (e.g. ``intra_op_threads``).
+def engine_options(settings: WorkerSettings) -> dict[str, dict]:
+    """Each engine's constructor options from the worker's settings."""
+    return {
+        OnnxRuntimeEngine.name: {"intra_op_threads": settings.infer_intra_op_threads or None},
+        MxSdkEngine.name: {"preprocessing": settings.mxsdk_preprocessing, "device_id": settings.mxsdk_device_id,
+                           "timeout_ms": settings.mxsdk_timeout_ms, "soc_version": settings.ascend_soc_version,
+                           "postprocess_lib": settings.mxsdk_postprocess_lib, "work_dir": settings.work_dir},
+    }
 
-    Raises BackendUnavailable for an unknown name or an engine whose libraries are not
-    installed here, naming what to install.
+
+def available_engines() -> list[str]:
+    return [name for name, cls in ENGINES.items() if cls().is_available()]
+
+
+def select_engine(name: str, options: dict[str, dict] | None = None, manifest: dict | None = None) -> InferenceEngine:
+    """A new, unloaded engine called ``name``, built with ``options[name]``.
+
+    ``"auto"``: the first available engine, or with ``manifest``, the first available
+    one whose artefact the version has. Raises BackendUnavailable for an unknown name or
+    an engine whose libraries are not installed here (naming what to install), Conflict
+    when no engine here can serve the version.
     """
+    options = options or {}
     if name == "auto":
-        classes = list(ENGINES.values())
-        for cls in classes:
-            if cls().is_available():
-                return cls(**options)
-        raise BackendUnavailable("no inference engine is available here: "
-                                 + "; ".join(cls().missing() for cls in classes))
+        available = [cls for cls in ENGINES.values() if cls().is_available()]
+        if not available:
+            raise BackendUnavailable("no inference engine is available here: "
+                                     + "; ".join(cls().missing() for cls in ENGINES.values()))
+        if manifest is not None:
+            artefacts = manifest.get("artefacts", {})
+            servable = [cls for cls in available if cls.serving_kind in artefacts]
+            if not servable:
+                raise Conflict(f"model {manifest.get('name')!r} version {manifest.get('version')} has no artefact "
+                               f"for the engines here ({', '.join(cls.name for cls in available)}): convert it "
+                               f"for one of them")
+            available = servable
+        return available[0](**options.get(available[0].name, {}))
     if name not in ENGINES:
         raise BackendUnavailable(f"unknown inference engine {name!r}; this build has {sorted(ENGINES)} or 'auto'")
-    engine = ENGINES[name](**options)
+    engine = ENGINES[name](**options.get(name, {}))
     if not engine.is_available():
         raise BackendUnavailable(engine.missing())
     return engine
 
 
-__all__ = ["ENGINES", "InferenceEngine", "select_engine"]
+__all__ = ["ENGINES", "InferenceEngine", "available_engines", "engine_options", "select_engine"]

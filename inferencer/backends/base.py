@@ -3,7 +3,9 @@
 An engine instance serves one model version: :meth:`load` reads the version's serving
 artefact (the kind named by :attr:`serving_kind`), :meth:`predict` runs the network on
 one resized image. Decoding, resizing and postprocessing are the detector's, the same
-for every engine. Heavy libraries are imported inside ``load`` only.
+for every engine, except for an engine that :attr:`takes_encoded_images` (the MindX
+stream decoding JPEGs on the NPU), which answers :meth:`detect_encoded` instead.
+Heavy libraries are imported inside ``load`` only.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class InferenceEngine(Backend):
 
     kind = "inference engine"
     serving_kind: str = ""  # manifest artefact kind the engine loads
+    takes_encoded_images = False  # True: detect_encoded, not predict
 
     def serving_file(self, version_dir: Path, manifest: dict) -> Path:
         """The version's :attr:`serving_kind` artefact, checked against its sha256.
@@ -43,4 +46,10 @@ class InferenceEngine(Backend):
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``image`` ``[S, S, 3]`` uint8 RGB -> ``(boxes [P, 4] normalised (y0, x0, y1, x1),
         scores [P, C] with column 0 the background)``. Safe to call from several threads."""
+        raise NotImplementedError
+
+    def detect_encoded(self, image: bytes, labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image file bytes -> ``(boxes [N, 4] pixels (x0, y0, x1, y1) of the stored frame,
+        scores [N], class ids [N] in 1..K)``, thresholded and NMS'd with the manifest's
+        postprocess settings. Only for engines that :attr:`takes_encoded_images`."""
         raise NotImplementedError

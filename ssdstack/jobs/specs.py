@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="a-z, 0-9, '.', '_', '-'")]
 ARCHITECTURE_NAMES = ("ssd300_mobilenet_v2", "ssd_lite_mobilenet_v2", "ssd_vgg16", "ssd_resnet34",
                       "ssd_mobilenet_v1_fpn", "ssd_resnet50_fpn")
 Architecture = Literal["ssd300_mobilenet_v2", "ssd_lite_mobilenet_v2", "ssd_vgg16", "ssd_resnet34",
                        "ssd_mobilenet_v1_fpn", "ssd_resnet50_fpn"]
-ConvertBackend = Literal["auto", "onnxruntime"]
+ConvertBackend = Literal["auto", "onnxruntime", "atc"]
+# Chips ATC targets (``--soc_version``; ``npu-smi info`` shows the name without "Ascend").
+SOC_VERSIONS = ("Ascend310", "Ascend310P1", "Ascend310P3", "Ascend310B1", "Ascend310B2", "Ascend310B3",
+                "Ascend310B4", "Ascend910", "Ascend910A", "Ascend910B", "Ascend910ProA", "Ascend910ProB",
+                "Ascend910PremiumA", "Ascend910B1", "Ascend910B2", "Ascend910B3", "Ascend910B4")
 # A checkpoint file in the store's ``checkpoints/`` folder (``PUT /v1/checkpoints/{name}``).
 CheckpointFile = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,126}\.ckpt$",
                                       description="a .ckpt file uploaded to /v1/checkpoints")]
@@ -62,6 +66,37 @@ class TrainSpec(_Spec):
     launcher: Literal["msrun", "rank_table"] = "msrun"
 
 
+class AtcOptions(_Spec):
+    """How the ``atc`` backend builds an ``.om`` (flags of CANN's ATC; see docs/ascend.md)."""
+
+    soc_version: Literal[SOC_VERSIONS] | None = Field(
+        default=None, description="target chip; default: the converter's SSDSTACK_ASCEND_SOC_VERSION, "
+        "else the chip npu-smi shows on the converter's host")
+    precision_mode: Literal["force_fp16", "allow_fp32_to_fp16", "allow_mix_precision", "must_keep_origin_dtype",
+                            "force_fp32"] = "allow_fp32_to_fp16"
+    output_type: Literal["FP32", "FP16"] = "FP32"
+    image_format: Literal["auto", "rgb", "bgr", "yuv420sp"] = Field(
+        default="auto", description="what the served images arrive as: yuv420sp is the DVPP JPEG decoder's "
+        "output; auto = yuv420sp when the input size suits DVPP (width multiple of 16, height of 2), else rgb")
+    batch_size: int = Field(default=1, ge=1, le=256, description="static batch")
+    dynamic_batch: list[Annotated[int, Field(ge=1, le=256)]] | None = Field(
+        default=None, min_length=2, max_length=100, description="batch sizes of a dynamic-batch OM")
+    op_select_implmode: Literal["high_precision", "high_performance"] = "high_precision"
+
+    @field_validator("dynamic_batch")
+    @classmethod
+    def _distinct_batches(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if len(set(value)) < 2:
+            raise ValueError("a dynamic batch needs at least two different sizes; use batch_size for one")
+        return sorted(set(value))
+
+    source: Literal["auto", "air", "onnx"] = Field(
+        default="auto", description="auto = the AIR when the version has one (Ascend trainer), else the ONNX")
+    timeout_s: int = Field(default=3600, ge=10, le=24 * 3600)
+
+
 class ConvertSpec(_Spec):
     """Convert a published version for a serving backend; checks it against reference.npz."""
 
@@ -70,6 +105,7 @@ class ConvertSpec(_Spec):
     version: int = Field(ge=1)
     backend: ConvertBackend = "auto"
     tolerance: float = Field(default=1e-4, gt=0, le=1)
+    atc: AtcOptions = Field(default_factory=AtcOptions)
 
 
 class EvaluateSpec(_Spec):
@@ -111,6 +147,7 @@ class PipelineSpec(TrainSpec):
     type: Literal["pipeline"] = "pipeline"
     backend: ConvertBackend = "auto"
     tolerance: float = Field(default=1e-4, gt=0, le=1)
+    atc: AtcOptions = Field(default_factory=AtcOptions)
     max_map_drop: float = Field(default=0.01, ge=0, le=1, description="largest allowed AP drop, served vs trained")
     deploy: bool = True
 

@@ -27,7 +27,7 @@ def detector(tmp_path, publish_model) -> Detector:
     version = publish_model(store)
     convert_version(store, "demo", version, "onnxruntime", LocalContext(quiet=True))
     manifest = store.manifest("demo", version)
-    engine = select_engine("onnxruntime", intra_op_threads=2)
+    engine = select_engine("onnxruntime", {"onnxruntime": {"intra_op_threads": 2}})
     engine.load(store.version_dir("demo", version), manifest)
     return Detector(engine, manifest, "demo", version)
 

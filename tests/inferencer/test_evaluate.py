@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from converter.service import convert_version
 from inferencer.evaluate import evaluate_served
-from ssdstack.datasets.coco import load_coco_split
 from ssdstack.evaluation import REPORT_FILES
 from ssdstack.jobs.context import LocalContext
 from ssdstack.model_store import ModelStore
@@ -17,21 +15,10 @@ REPORT = "evaluation/onnxruntime-synth-val"
 
 
 @pytest.fixture
-def store(tmp_path, exported_model) -> ModelStore:
-    """Dataset "synth" (the exported model's own) and model "demo" v1 trained on it, converted."""
-    store = ModelStore(tmp_path / "store")
-    dataset = store.root / "datasets" / "synth"
-    shutil.copytree(exported_model / "dataset", dataset)
-    (dataset / "dataset.json").write_text("{}")
-    split = load_coco_split(dataset, "val")
-    fields = json.loads((exported_model / "manifest_fields.json").read_text())
-    fields.update(category_ids=list(split.category_ids), lineage={"dataset": "synth"})
-    with store.staging() as staged:
-        for file in ("model.onnx", "reference.npz"):
-            shutil.copyfile(exported_model / file, staged / file)
-        store.publish("demo", staged, fields, {"onnx": "model.onnx", "reference": "reference.npz"})
-    convert_version(store, "demo", 1, "onnxruntime", LocalContext(quiet=True))
-    return store
+def store(store_with_dataset) -> ModelStore:
+    """Dataset "synth" and model "demo" v1 trained on it, converted."""
+    convert_version(store_with_dataset, "demo", 1, "onnxruntime", LocalContext(quiet=True))
+    return store_with_dataset
 
 
 def evaluate(store: ModelStore) -> dict:

@@ -83,6 +83,29 @@ def test_a_bad_upload_leaves_nothing(client, stack, tmp_path):
     assert not any((stack.store_dir / ".tmp").iterdir())
 
 
+def test_every_worker_reports_its_backends(client):
+    workers = client.get("/v1/backends")["workers"]
+    by_service = {w["service"]: w["backends"] for w in workers}
+    assert by_service["converter"] == {"convert": ["onnxruntime"]}  # no atc on this machine
+    assert by_service["inferencer"] == {"infer": ["onnxruntime"]}  # no MindX SDK or NPU
+    assert by_service["trainer"]["train"] == ["mindspore"]
+
+
+@pytest.mark.parametrize("spec, missing, hint", [
+    ({"type": "convert", "model": "m", "version": 1, "backend": "atc"}, "'atc'", "CANN toolkit"),
+    ({"type": "pipeline", "dataset": "d", "backend": "atc"}, "'atc'", "CANN toolkit"),
+])
+def test_a_backend_no_worker_has_fails_the_job_at_once(client, spec, missing, hint):
+    with pytest.raises(ApiError) as raised:
+        client.submit(spec)
+    assert raised.value.status == 503
+    error = raised.value.body["error"]
+    assert error["code"] == "backend_unavailable"
+    assert missing in error["message"] and hint in error["message"] and "converter@" in error["message"]
+    job = client.get(f"/v1/jobs/{error['details']['job']}")
+    assert job["state"] == "failed" and job["error"]["code"] == "backend_unavailable"
+
+
 def test_unknown_job_is_404(client):
     with pytest.raises(ApiError) as raised:
         client.job("0" * 32)

@@ -21,13 +21,13 @@ def upsample_2x(x, height: int, width: int):
     bilinear resize to ONNX: output row ``2i`` is row ``i``, row ``2i + 1`` the mean of
     rows ``i`` and ``i + 1`` (the last row repeated at the border); the same for columns.
     """
-    n, c, h, w = x.shape
+    _, c, h, w = x.shape  # batch left to the reshapes (-1): exported graphs take any batch
     x = ops.concat((x, x[:, :, -1:, :]), axis=2)
     x = ops.stack((x[:, :, :-1, :], (x[:, :, :-1, :] + x[:, :, 1:, :]) / 2), axis=3)
-    x = ops.reshape(x, (n, c, 2 * h, w))
+    x = ops.reshape(x, (-1, c, 2 * h, w))
     x = ops.concat((x, x[:, :, :, -1:]), axis=3)
     x = ops.stack((x[:, :, :, :-1], (x[:, :, :, :-1] + x[:, :, :, 1:]) / 2), axis=4)
-    x = ops.reshape(x, (n, c, 2 * h, 2 * w))
+    x = ops.reshape(x, (-1, c, 2 * h, 2 * w))
     return x[:, :, :height, :width]
 
 

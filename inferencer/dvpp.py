@@ -1,0 +1,109 @@
+"""Which JPEGs the NPU's JPEG decoder (DVPP JPEGD) takes, read from the file's markers.
+
+Vendor facts (CANN "JPEGD functions and restrictions"): Huffman-coded JPEG only, YUV
+sampling 4:4:4, 4:2:2, 4:2:0, 4:0:0 or 4:4:0; no arithmetic coding, no progressive JPEG,
+no JPEG 2000; 32 x 32 to 8192 x 8192 pixels. Anything else is refused before it reaches
+the device, with the reason, instead of failing inside the stream.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image
+
+from ssdstack.errors import InvalidImage
+
+MIN_SIDE, MAX_SIDE = 32, 8192
+_BASELINE_SOF = {0xC0: "baseline", 0xC1: "extended sequential"}
+_OTHER_SOF = {0xC2: "progressive", 0xC3: "lossless", 0xC5: "differential sequential",
+              0xC6: "differential progressive", 0xC7: "differential lossless", 0xC9: "arithmetic-coded",
+              0xCA: "arithmetic-coded progressive", 0xCB: "arithmetic-coded lossless",
+              0xCD: "arithmetic-coded differential", 0xCE: "arithmetic-coded differential progressive",
+              0xCF: "arithmetic-coded differential lossless"}
+# Luma (h, v) sampling factors with chroma at 1x1 -> the subsampling JPEGD supports.
+_SAMPLING = {(1, 1): "4:4:4", (2, 1): "4:2:2", (2, 2): "4:2:0", (1, 2): "4:4:0"}
+ADVICE = ("send a baseline JPEG, or serve with host preprocessing: a version converted with atc image_format "
+          "rgb, and SSDSTACK_MXSDK_PREPROCESSING=cpu or auto")
+
+
+@dataclass(frozen=True)
+class JpegInfo:
+    width: int
+    height: int
+    sampling: str
+    orientation: int  # EXIF orientation, 1 = as stored
+
+
+def dvpp_jpeg_info(data: bytes, max_pixels: int) -> JpegInfo:
+    """Size, sampling and EXIF orientation of a JPEG that DVPP can decode.
+
+    Raises InvalidImage naming why DVPP cannot take ``data`` (not a JPEG, progressive or
+    arithmetic coding, CMYK, 12-bit, unsupported subsampling, size out of range) or why
+    it is unusable anyway (over ``max_pixels``, truncated header).
+    """
+    if not data.startswith(b"\xff\xd8"):
+        kind = _format_name(data)
+        raise InvalidImage(f"DVPP decodes JPEG only and this is {kind}: {ADVICE}")
+    frame = _start_of_frame(data)
+    marker, precision, height, width, components = frame
+    if marker in _OTHER_SOF:
+        raise InvalidImage(f"DVPP cannot decode a {_OTHER_SOF[marker]} JPEG: {ADVICE}")
+    if precision != 8:
+        raise InvalidImage(f"DVPP decodes 8-bit JPEGs; this one has {precision}-bit samples: {ADVICE}")
+    if len(components) == 1:
+        sampling = "4:0:0"
+    elif len(components) == 3 and all(c == (1, 1) for c in components[1:]) and components[0] in _SAMPLING:
+        sampling = _SAMPLING[components[0]]
+    else:
+        raise InvalidImage(f"DVPP cannot decode a JPEG with {len(components)} components sampled {components} "
+                           f"(CMYK or unusual subsampling): {ADVICE}")
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise InvalidImage(f"DVPP decodes {MIN_SIDE}x{MIN_SIDE} to {MAX_SIDE}x{MAX_SIDE} pixels; "
+                           f"this JPEG is {width}x{height}: {ADVICE}")
+    if width * height > max_pixels:
+        raise InvalidImage(f"decompression bomb: {width}x{height} is over the limit of {max_pixels} pixels")
+    return JpegInfo(width, height, sampling, _orientation(data))
+
+
+def _start_of_frame(data: bytes) -> tuple[int, int, int, int, list[tuple[int, int]]]:
+    """``(marker, precision, height, width, [(h, v) per component])`` of the first SOF segment."""
+    offset = 2
+    while offset + 4 <= len(data):
+        if data[offset] != 0xFF:
+            break
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        length = int.from_bytes(data[offset + 2:offset + 4], "big")
+        if marker in _BASELINE_SOF or marker in _OTHER_SOF:
+            segment = data[offset + 4:offset + 2 + length]
+            if len(segment) < 6:
+                break
+            count = segment[5]
+            components = [(segment[6 + 3 * i + 1] >> 4, segment[6 + 3 * i + 1] & 0x0F)
+                          for i in range(count) if 6 + 3 * i + 1 < len(segment)]
+            height, width = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big")
+            return marker, segment[0], height, width, components
+        if marker == 0xDA:  # start of scan before any frame header
+            break
+        offset += 2 + length
+    raise InvalidImage("truncated or corrupt JPEG: no frame header")
+
+
+def _orientation(data: bytes) -> int:
+    try:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
+            return int(image.getexif().get(0x0112, 1))
+    except (OSError, SyntaxError, ValueError):
+        return 1
+
+
+def _format_name(data: bytes) -> str:
+    Image.init()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format or "an unknown format"
+    except (OSError, SyntaxError, ValueError):
+        return "not an image Pillow recognises"
