@@ -29,7 +29,7 @@ def convert_version(store: ModelStore, name: str, version: int, backend: str, ct
 
     Returns ``{"backend", "artefact", "check"}``.
     """
-    chosen = select_backend(backend)
+    chosen = select_backend(backend, default_soc_version)
     manifest = store.manifest(name, version)
     options = {"tolerance": tolerance, "atc": atc or {}, "default_soc_version": default_soc_version,
                "log_dir": log_dir}

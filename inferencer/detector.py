@@ -7,10 +7,9 @@ import numpy as np
 
 from inferencer.backends.base import InferenceEngine
 from ssdstack.detection.boxes import normalised_to_pixels
-from inferencer.dvpp import ADVICE as DVPP_ADVICE
-from inferencer.dvpp import dvpp_jpeg_info
+from inferencer.dvpp import UnsupportedByDvpp, baseline_jpeg, dvpp_jpeg_info
 from ssdstack.detection.nms import PostprocessConfig, batched_nms, postprocess
-from ssdstack.errors import InvalidImage, InvalidInput
+from ssdstack.errors import InvalidInput
 from ssdstack.images import decode_image, resize_stretch
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -37,8 +36,8 @@ class Detector:
         """Decode ``image_bytes`` (any format Pillow reads; EXIF orientation applied unless
         ``exif_transpose`` is False) and detect.
 
-        An engine that decodes on the device (MindX with DVPP) takes the bytes as they
-        are: they must be a JPEG its decoder supports (:func:`inferencer.dvpp.dvpp_jpeg_info`).
+        An engine that decodes on the device (MindX with DVPP) takes JPEGs its decoder
+        supports as they are, and the others re-encoded (see :meth:`_detect_encoded`).
 
         Raises InvalidImage for bytes that are not a usable image, InvalidInput for bad
         overrides. See :meth:`detect_array` for the result.
@@ -71,24 +70,33 @@ class Detector:
     def _detect_encoded(self, image_bytes: bytes, max_pixels: int, exif_transpose: bool,
                         config: PostprocessConfig) -> dict:
         """The device decodes, resizes, thresholds and runs NMS with the manifest's settings;
-        a stricter score or IoU threshold and ``max_detections`` apply here afterwards."""
-        info = dvpp_jpeg_info(image_bytes, max_pixels)
-        if exif_transpose and info.orientation != 1:
-            raise InvalidImage(f"this JPEG has EXIF orientation {info.orientation}; the device decoder's handling "
-                               f"of it is not verified, so boxes could be in the wrong frame: {DVPP_ADVICE}")
+        a stricter score or IoU threshold and ``max_detections`` apply here afterwards.
+
+        JPEGs DVPP takes go as they are. Other images, and JPEGs with an EXIF orientation
+        to apply (whether the device decoder applies it is not verified), are decoded here
+        and sent as a baseline JPEG, so boxes are always in the frame the API promises.
+        """
+        try:
+            info = dvpp_jpeg_info(image_bytes, max_pixels)
+            width, height = info.width, info.height
+            reencode = exif_transpose and info.orientation != 1
+        except UnsupportedByDvpp:
+            reencode = True
         if config.score_threshold < self.postprocess.score_threshold:
             raise InvalidInput(f"the device postprocessor keeps scores >= {self.postprocess.score_threshold}; "
                                "a lower score_threshold needs cpu preprocessing")
         if config.iou_threshold > self.postprocess.iou_threshold:
             raise InvalidInput(f"the device postprocessor already ran NMS at IoU {self.postprocess.iou_threshold}; "
                                "a higher iou_threshold needs cpu preprocessing")
+        if reencode:
+            image_bytes, width, height = baseline_jpeg(image_bytes, max_pixels, exif_transpose)
         boxes, scores, labels = self.engine.detect_encoded(image_bytes, self.labels)
         keep = np.flatnonzero(scores > config.score_threshold)  # as the shared postprocess compares
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = batched_nms(boxes, scores, labels, config.iou_threshold)[:config.max_detections]
-        limits = np.asarray([info.width, info.height, info.width, info.height], np.float32)
+        limits = np.asarray([width, height, width, height], np.float32)
         boxes = np.clip(boxes[keep], 0, limits)
-        return self._answer(boxes, scores[keep], labels[keep], info.width, info.height)
+        return self._answer(boxes, scores[keep], labels[keep], width, height)
 
     def _answer(self, pixels: np.ndarray, scores: np.ndarray, labels: np.ndarray, width: int, height: int) -> dict:
         detections = [

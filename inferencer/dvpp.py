@@ -1,9 +1,12 @@
-"""Which JPEGs the NPU's JPEG decoder (DVPP JPEGD) takes, read from the file's markers.
+"""Which JPEGs the NPU's JPEG decoder (DVPP JPEGD) takes, read from the file's markers,
+and a baseline JPEG for the images it does not take.
 
 Vendor facts (CANN "JPEGD functions and restrictions"): Huffman-coded JPEG only, YUV
 sampling 4:4:4, 4:2:2, 4:2:0, 4:0:0 or 4:4:0; no arithmetic coding, no progressive JPEG,
-no JPEG 2000; 32 x 32 to 8192 x 8192 pixels. Anything else is refused before it reaches
-the device, with the reason, instead of failing inside the stream.
+no JPEG 2000; 32 x 32 to 8192 x 8192 pixels. An image in another format or coding is
+decoded on the host and sent again as a baseline JPEG (:func:`baseline_jpeg`), so that
+DVPP serving takes whatever Pillow decodes, as every other engine does; only sizes the
+device cannot take at all are refused.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ssdstack.errors import InvalidImage
+from ssdstack.images import decode_image
 
 MIN_SIDE, MAX_SIDE = 32, 8192
 _BASELINE_SOF = {0xC0: "baseline", 0xC1: "extended sequential"}
@@ -23,8 +27,15 @@ _OTHER_SOF = {0xC2: "progressive", 0xC3: "lossless", 0xC5: "differential sequent
               0xCF: "arithmetic-coded differential lossless"}
 # Luma (h, v) sampling factors with chroma at 1x1 -> the subsampling JPEGD supports.
 _SAMPLING = {(1, 1): "4:4:4", (2, 1): "4:2:2", (2, 2): "4:2:0", (1, 2): "4:4:0"}
-ADVICE = ("send a baseline JPEG, or serve with host preprocessing: a version converted with atc image_format "
-          "rgb, and SSDSTACK_MXSDK_PREPROCESSING=cpu or auto")
+ADVICE = ("resize it, or serve with host preprocessing: a version converted with atc image_format rgb, and "
+          "SSDSTACK_MXSDK_PREPROCESSING=cpu or auto")
+# Quality of the host's re-encoding: visually lossless; its 4:2:0 sampling is what DVPP
+# decodes to YUV420SP anyway.
+REENCODE_QUALITY = 95
+
+
+class UnsupportedByDvpp(InvalidImage):
+    """A usable image in a format or coding DVPP does not decode (see :func:`baseline_jpeg`)."""
 
 
 @dataclass(frozen=True)
@@ -44,26 +55,45 @@ def dvpp_jpeg_info(data: bytes, max_pixels: int) -> JpegInfo:
     """
     if not data.startswith(b"\xff\xd8"):
         kind = _format_name(data)
-        raise InvalidImage(f"DVPP decodes JPEG only and this is {kind}: {ADVICE}")
+        raise UnsupportedByDvpp(f"DVPP decodes JPEG only and this is {kind}")
     frame = _start_of_frame(data)
     marker, precision, height, width, components = frame
     if marker in _OTHER_SOF:
-        raise InvalidImage(f"DVPP cannot decode a {_OTHER_SOF[marker]} JPEG: {ADVICE}")
+        raise UnsupportedByDvpp(f"DVPP cannot decode a {_OTHER_SOF[marker]} JPEG")
     if precision != 8:
-        raise InvalidImage(f"DVPP decodes 8-bit JPEGs; this one has {precision}-bit samples: {ADVICE}")
+        raise UnsupportedByDvpp(f"DVPP decodes 8-bit JPEGs; this one has {precision}-bit samples")
     if len(components) == 1:
         sampling = "4:0:0"
     elif len(components) == 3 and all(c == (1, 1) for c in components[1:]) and components[0] in _SAMPLING:
         sampling = _SAMPLING[components[0]]
     else:
-        raise InvalidImage(f"DVPP cannot decode a JPEG with {len(components)} components sampled {components} "
-                           f"(CMYK or unusual subsampling): {ADVICE}")
-    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
-        raise InvalidImage(f"DVPP decodes {MIN_SIDE}x{MIN_SIDE} to {MAX_SIDE}x{MAX_SIDE} pixels; "
-                           f"this JPEG is {width}x{height}: {ADVICE}")
+        raise UnsupportedByDvpp(f"DVPP cannot decode a JPEG with {len(components)} components sampled "
+                                f"{components} (CMYK or unusual subsampling)")
+    _check_size(width, height)
     if width * height > max_pixels:
         raise InvalidImage(f"decompression bomb: {width}x{height} is over the limit of {max_pixels} pixels")
     return JpegInfo(width, height, sampling, _orientation(data))
+
+
+def baseline_jpeg(data: bytes, max_pixels: int, exif_transpose: bool) -> tuple[bytes, int, int]:
+    """Decode ``data`` on the host (any format Pillow reads; EXIF orientation applied unless
+    ``exif_transpose`` is False) and encode it as a baseline 4:2:0 JPEG for DVPP.
+
+    Returns ``(jpeg, width, height)``. Raises InvalidImage for undecodable bytes or a size
+    DVPP cannot take.
+    """
+    rgb = decode_image(data, max_pixels=max_pixels, exif_transpose=exif_transpose)
+    height, width = rgb.shape[:2]
+    _check_size(width, height)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=REENCODE_QUALITY, subsampling=2, progressive=False)
+    return buffer.getvalue(), width, height
+
+
+def _check_size(width: int, height: int) -> None:
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise InvalidImage(f"DVPP decodes {MIN_SIDE}x{MIN_SIDE} to {MAX_SIDE}x{MAX_SIDE} pixels; "
+                           f"this image is {width}x{height}: {ADVICE}")
 
 
 def _start_of_frame(data: bytes) -> tuple[int, int, int, int, list[tuple[int, int]]]:

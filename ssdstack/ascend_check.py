@@ -7,8 +7,9 @@ that does it. In order, each step recorded in the report:
    ``StreamManagerApi`` imports;
 2. the model version (default: the newest ``demo``, which ``make demo`` leaves in the
    store) is converted with ATC for that chip, and for ONNX Runtime as the reference;
-3. the MindX stream runs on the dataset's validation split: COCO mAP and images/s, the
-   report stored with the version like any served evaluation; ONNX Runtime does the same;
+3. ONNX Runtime, then the MindX stream, run on the dataset's validation split: COCO mAP
+   and images/s, each report stored with the version like any served evaluation (the
+   version's ``metrics.served`` ends as the NPU's);
 4. the two engines' detections are matched per image and class (IoU >= 0.5, score >=
    ``--agreement-score``): agreement = matched / max(detections of either engine);
 5. ``report.json`` and ``report.md`` go to ``--out``. Exit status 0 only when every step
@@ -50,8 +51,8 @@ def run_ascend_check(store_dir: Path, model: str, out_dir: Path, *, dataset: str
         started = time.monotonic()
         try:
             detail = action()
-        except (SsdStackError, OSError) as error:
-            message = error.message if isinstance(error, SsdStackError) else str(error)
+        except Exception as error:  # any failure is the step's result, written to the report
+            message = error.message if isinstance(error, SsdStackError) else f"{type(error).__name__}: {error}"
             report["steps"].append({"step": name, "passed": False, "error": message,
                                     "seconds": round(time.monotonic() - started, 2)})
             raise _Stop from error
@@ -71,7 +72,8 @@ def run_ascend_check(store_dir: Path, model: str, out_dir: Path, *, dataset: str
         step("convert-onnxruntime", lambda: _compact(convert_version(store, name, version, "onnxruntime", ctx)))
         options = {"mxsdk": {"preprocessing": preprocessing, "soc_version": soc_version, "work_dir": work_dir}}
         served = {}
-        for engine in ("mxsdk", "onnxruntime"):
+        # The reference first: the last evaluation is what the version records as served.
+        for engine in ("onnxruntime", "mxsdk"):
             served[engine] = step(f"evaluate-{engine}", lambda engine=engine: _metrics(evaluate_served(
                 store_dir, name, version, dataset, split, engine, ctx, engine_options=options)))
         agreement = step("agreement", lambda: agreement_between(

@@ -58,8 +58,8 @@ def test_check_passes_and_reports_when_the_npu_agrees(recorded_store, tmp_path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["passed"] is True
     assert [s["step"] for s in report["steps"]] == [
-        "npu-smi", "atc", "mindx-sdk", "model", "convert-atc", "convert-onnxruntime", "evaluate-mxsdk",
-        "evaluate-onnxruntime", "agreement"]
+        "npu-smi", "atc", "mindx-sdk", "model", "convert-atc", "convert-onnxruntime", "evaluate-onnxruntime",
+        "evaluate-mxsdk", "agreement"]
     assert all(step["passed"] for step in report["steps"])
     summary = report["summary"]
     assert (summary["soc_version"], summary["version"], summary["agreement"]) == ("Ascend310P3", 1, 1.0)
@@ -69,6 +69,7 @@ def test_check_passes_and_reports_when_the_npu_agrees(recorded_store, tmp_path):
     assert manifest["serving"]["atc"]["details"]["soc_version"] == "Ascend310P3"
     assert manifest["serving"]["atc"]["details"]["image_format"] == "yuv420sp"  # 160 px suits DVPP
     assert "evaluation_mxsdk-synth-val_detections" in manifest["artefacts"]
+    assert manifest["metrics"]["served"]["engine"] == "mxsdk"
 
 
 def test_check_fails_when_the_npu_disagrees(recorded_store, tmp_path):

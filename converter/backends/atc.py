@@ -19,6 +19,7 @@ import os
 import queue
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -30,7 +31,7 @@ from pathlib import Path
 from converter.aipp import aipp_settings, render_aipp
 from converter.backends.base import ConverterBackend, ConvertResult
 from ssdstack.ascend import dvpp_fits, host_soc_version
-from ssdstack.errors import InvalidInput, JobFailed
+from ssdstack.errors import BackendUnavailable, InvalidInput, JobFailed
 from ssdstack.jobs.context import JobCancelled, JobContext
 from ssdstack.jobs.specs import AtcOptions
 from ssdstack.model_store import sha256_file
@@ -91,6 +92,8 @@ class AtcBackend(ConverterBackend):
         run = run_atc(command, settings.timeout_s, ctx, env, cwd=out_dir)
         om = out_dir / f"{OM_STEM}.om"
         judge(run, om, command, log_dir)
+        if options.get("log_dir") and "ASCEND_PROCESS_LOG_PATH" not in os.environ:
+            shutil.rmtree(log_dir, ignore_errors=True)  # kept only for failed runs
         ctx.log(f"atc: wrote {om.name} ({om.stat().st_size} bytes) for {soc_version} in {run.seconds:.1f} s")
         details = {
             "command": command,
@@ -111,6 +114,15 @@ class AtcBackend(ConverterBackend):
         check = {"passed": None, "reason": "an .om runs only on an NPU: the evaluate stage measures its served "
                  "mAP there, and `ssdstack ascend-check` compares its detections with ONNX Runtime"}
         return ConvertResult(self.artefact_kind, om, check, details, extra={"aipp_cfg": aipp})
+
+
+def target_chip_known(default: str | None) -> bool:
+    """Whether a job that names no chip has one (for ``auto``: CANN alone is not enough)."""
+    try:
+        resolve_soc_version(None, default)
+    except (InvalidInput, BackendUnavailable):
+        return False
+    return True
 
 
 def resolve_soc_version(requested: str | None, default: str | None) -> str:
@@ -160,11 +172,25 @@ def run_atc(command: list[str], timeout_s: float, ctx: JobContext, env: dict, cw
                                    errors="replace", env=env, cwd=cwd, start_new_session=True)
     except OSError as error:
         raise JobFailed(f"cannot start atc: {error}") from error
+    try:
+        run = _follow(process, command, timeout_s, started, ctx)
+    except BaseException:
+        # Its own session keeps atc alive past the worker: stop it on any way out (timeout,
+        # cancel, a Celery time limit, worker shutdown).
+        _kill(process)
+        raise
+    run.seconds = time.monotonic() - started
+    return run
+
+
+def _follow(process: subprocess.Popen, command: list[str], timeout_s: float, started: float,
+            ctx: JobContext) -> AtcRun:
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read() -> None:
-        for line in process.stdout:
-            lines.put(line.rstrip("\n"))
+        with process.stdout:  # closed at atc's end of output, also when atc was killed
+            for line in process.stdout:
+                lines.put(line.rstrip("\n"))
         lines.put(None)
 
     threading.Thread(target=read, name="atc-output", daemon=True).start()
@@ -184,20 +210,16 @@ def run_atc(command: list[str], timeout_s: float, ctx: JobContext, env: dict, cw
             run.succeeded_line = run.succeeded_line or SUCCESS_LINE in line
             run.error_codes += [code for code in ERROR_CODE.findall(line) if code not in run.error_codes]
         if time.monotonic() > deadline:
-            _kill(process)
             raise JobFailed(f"atc did not finish within {timeout_s:g} s and was stopped (atc.timeout_s)",
                             details={"command": command, "last_lines": list(tail)})
         if ctx.cancelled():
-            _kill(process)
             raise JobCancelled("conversion cancelled; atc stopped")
     try:
         run.exit_status = process.wait(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        _kill(process)
         raise JobFailed(f"atc closed its output but did not exit within {timeout_s:g} s",
                         details={"command": command, "last_lines": list(tail)}) from None
     run.tail = list(tail)
-    run.seconds = time.monotonic() - started
     return run
 
 

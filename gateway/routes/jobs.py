@@ -44,11 +44,27 @@ def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, celery: CeleryDe
 
 
 def missing_backend(spec, workers: list[dict]) -> str:
-    """Why no live worker can run ``spec``'s named backends ("" when they can, or when a
-    queue has no live worker yet: the job then waits for one, as any job does)."""
+    """Why the live workers cannot run ``spec``'s named backends ("" when they can, or when
+    a queue has no live worker yet: the job then waits for one, as any job does).
+
+    Every live worker of the queue must have the backend: Celery hands a task to any of
+    them, so one without it would fail the job by chance.
+    """
     backend = getattr(spec, "backend", "auto")
     if backend == "auto":
         return ""
+    needs = [("convert", backend, "converter")]
+    if spec.type == "pipeline":
+        needs.append(("infer", SERVING_ENGINE[backend], "inferencer"))
+    for queue, name, service in needs:
+        lacking = [w for w in workers if queue in w["queues"] and name not in w.get("backends", {}).get(queue, [])]
+        if lacking:
+            have = "; ".join(f"{w['worker_id']}: {', '.join(w.get('backends', {}).get(queue, [])) or 'none'}"
+                             for w in lacking)
+            hint = (BACKENDS[name] if queue == "convert" else ENGINES[name])().install_hint
+            return (f"live {service}s without the {name!r} backend take {queue!r} tasks too ({have}); every "
+                    f"{service} on the queue needs it: {hint}")
+    return ""
     needs = [("convert", backend, "converter")]
     if spec.type == "pipeline":
         needs.append(("infer", SERVING_ENGINE[backend], "inferencer"))

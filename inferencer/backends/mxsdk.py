@@ -6,18 +6,21 @@ per process, initialised once; a stream per served version; ``SendDataWithUnique
 Calls on a stream are not thread-safe, and the request threads of the inferencer share
 the manager, so every call pair runs under one process-wide lock.
 
-Preprocessing (see :mod:`inferencer.mxsdk_config`): ``dvpp`` sends the JPEG as received
-(the ``.om`` must have the yuv420sp AIPP, and the input size must suit DVPP: width a
-multiple of 16, height of 2); ``cpu`` sends the host-resized uint8 image (rgb or bgr
-AIPP). ``auto`` follows the image format the ``.om`` was converted for. A 300x300 model
+Preprocessing (see :mod:`inferencer.mxsdk_config`): ``dvpp`` sends JPEG bytes (re-encoded
+by the detector when DVPP cannot decode the original; the ``.om`` must have the yuv420sp
+AIPP, and the input size must suit DVPP: width a multiple of 16, height of 2); ``cpu``
+sends the host-resized uint8 image (rgb or bgr AIPP). ``auto`` follows the image format the ``.om`` was converted for. A 300x300 model
 is not DVPP-sized (300 is not a multiple of 16), so it is converted for rgb and served
 with ``cpu`` preprocessing; the NPU still normalises it in AIPP.
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
+import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +39,19 @@ _UINT8 = 4
 
 
 class StreamManager:
-    """The process's ``StreamManagerApi``: initialised once, each call under one lock."""
+    """The process's ``StreamManagerApi``: initialised once, each call under one lock.
+
+    A request waits for the lock at most its own timeout: ``GetProtobuf`` takes no
+    timeout, so a frame the stream never answers would otherwise hold every request
+    thread of the process for good; they fail with a timeout instead.
+    """
 
     def __init__(self):
-        import StreamManagerApi as mx
+        try:
+            import StreamManagerApi as mx
+        except (ImportError, OSError) as error:  # e.g. the SDK's .so files not on LD_LIBRARY_PATH
+            raise BackendUnavailable(f"the MindX SDK does not load ({type(error).__name__}: {error}): "
+                                     f"{MxSdkEngine.install_hint}") from None
 
         self._mx = mx
         self._api = mx.StreamManagerApi()
@@ -66,7 +78,7 @@ class StreamManager:
         """Send JPEG bytes to an image stream; returns its serialised result (JSON bytes)."""
         data_input = self._mx.MxDataInput()
         data_input.data = jpeg
-        with self._lock:
+        with self._locked(name, timeout_ms):
             unique_id = self._api.SendDataWithUniqueId(name, 0, data_input)
             if unique_id < 0:
                 raise ServiceUnavailable(f"MindX SDK refused the image on stream {name.decode()!r} "
@@ -95,9 +107,9 @@ class StreamManager:
         messages.push_back(message)
         keys = self._mx.StringVector()
         keys.push_back(INFER_PLUGIN.encode())
-        with self._lock:
+        with self._locked(name, timeout_ms):
             ret = self._api.SendProtobuf(name, 0, messages)
-            if ret < 0:
+            if ret != 0:
                 raise ServiceUnavailable(f"MindX SDK refused the tensor on stream {name.decode()!r} "
                                          f"(SendProtobuf returned {ret})")
             results = self._api.GetProtobuf(name, 0, keys)
@@ -115,6 +127,16 @@ class StreamManager:
             arrays.append(np.frombuffer(tensor_out.dataStr, dtype).reshape(tuple(tensor_out.tensorShape))
                           .astype(np.float32))
         return arrays
+
+    @contextlib.contextmanager
+    def _locked(self, name: bytes, timeout_ms: int) -> Iterator[None]:
+        if not self._lock.acquire(timeout=timeout_ms / 1000):
+            raise UpstreamTimeout(f"MindX SDK stream {name.decode()!r} is still busy with an earlier request "
+                                  f"after {timeout_ms} ms")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -199,14 +221,15 @@ class MxSdkEngine(InferenceEngine):
         folder.mkdir(parents=True, exist_ok=True)
         self._stream = stream_name(manifest["name"], manifest["version"])
         if self.preprocessing == "dvpp":
-            (folder / "postprocess.cfg").write_text(postprocess_config(manifest))
-            (folder / "labels.names").write_text(labels_file(manifest))
+            _write_atomic(folder / "postprocess.cfg", postprocess_config(manifest))
+            _write_atomic(folder / "labels.names", labels_file(manifest))
+            library = postprocess_library(self.postprocess_lib)
             pipeline = dvpp_pipeline(self._stream, str(om.resolve()), str((folder / "postprocess.cfg").resolve()),
-                                     str((folder / "labels.names").resolve()), self.postprocess_lib,
-                                     self.image_size, self.device_id)
+                                     str((folder / "labels.names").resolve()), library, self.image_size,
+                                     self.device_id)
         else:
             pipeline = tensor_pipeline(self._stream, str(om.resolve()), self.device_id)
-        (folder / "pipeline.json").write_text(json.dumps(pipeline, indent=2))
+        _write_atomic(folder / "pipeline.json", json.dumps(pipeline, indent=2))
         self._manager = shared_manager()
         self._manager.ensure_stream(self._stream, pipeline)
 
@@ -248,6 +271,26 @@ class MxSdkEngine(InferenceEngine):
             raise RuntimeError("MxSdkEngine.detect_encoded before load")
         raw = self._manager.infer_jpeg(self._stream, jpeg, self.timeout_ms)
         return parse_objects(raw, labels)
+
+
+def postprocess_library(setting: str) -> str:
+    """The SSD postprocessor library: a bare file name is looked up in
+    ``$MX_SDK_HOME/lib/modelpostprocessors/``, where mxVision installs its postprocessors."""
+    library = Path(setting)
+    sdk_home = os.environ.get("MX_SDK_HOME")
+    if not library.is_absolute() and sdk_home:
+        library = Path(sdk_home) / "lib" / "modelpostprocessors" / library
+    if library.is_absolute() and not library.is_file():
+        raise BackendUnavailable(f"the MindX postprocessor {library} does not exist: install mxVision's model "
+                                 "postprocessors or set SSDSTACK_MXSDK_POSTPROCESS_LIB to its path")
+    return str(library)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Concurrent loads of one version (serving and evaluating) never see a half-written file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def parse_objects(raw: bytes, labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ import onnx
 import pytest
 from pydantic import ValidationError
 
+from converter.backends import select_backend
 from converter.backends.atc import ERROR_CODE
 from converter.service import convert_version
 from ssdstack.errors import BackendUnavailable, Conflict, InvalidInput, JobFailed
@@ -336,3 +337,11 @@ def test_the_chip_from_the_converters_setting_counts_as_an_option(store, publish
     assert convert(atc={"soc_version": "Ascend310"}) == first and len(calls(record)) == 1
     with pytest.raises(Conflict, match="Ascend310P3"):
         convert(default_soc_version="Ascend310P3")
+
+
+def test_auto_takes_atc_only_when_the_target_chip_is_known(monkeypatch):
+    monkeypatch.setenv("FAKE_NPU_COUNT", "0")  # CANN on PATH, no NPU: ATC alone cannot pick a chip
+    assert select_backend("auto").name == "onnxruntime"
+    assert select_backend("auto", default_soc_version="Ascend310P3").name == "atc"
+    monkeypatch.setenv("FAKE_NPU_COUNT", "1")
+    assert select_backend("auto").name == "atc"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from fakes.ascend import recording
 from inferencer.backends import mxsdk, select_engine
 from inferencer.backends.onnxruntime import OnnxRuntimeEngine
 from inferencer.detector import Detector
+from inferencer.dvpp import baseline_jpeg, dvpp_jpeg_info
 from ssdstack.errors import (BackendUnavailable, Conflict, InvalidImage, InvalidInput, ServiceUnavailable,
                              UpstreamTimeout)
 from ssdstack.images import decode_image, resize_stretch
@@ -30,6 +32,7 @@ from ssdstack.model_store import ModelStore
 
 FAKE_BIN = Path(recording.__file__).resolve().parent / "bin"
 STREAM = b"ssdstack_demo_v1"
+MAX_PIXELS = 50_000_000
 
 
 @pytest.fixture
@@ -237,6 +240,44 @@ def test_no_result_within_the_timeout_is_an_upstream_timeout(fake, version, load
         device.detect(image)
 
 
+def test_a_tensor_send_failure_and_a_stream_that_never_answers(fake, version, load):
+    v, manifest = version("rgb")
+    device = load("mxsdk", v, manifest, timeout_ms=200)
+    image = jpeg()
+    fake.send_ret = 1  # SendProtobuf answers an error code: 0 is success, failures are positive
+    with pytest.raises(ServiceUnavailable, match="SendProtobuf returned 1"):
+        device.detect(image)
+
+    # GetProtobuf has no timeout: while one request waits on it, the others give up after theirs.
+    fake.send_ret = None
+    resized = resize_stretch(decode_image(image), 160)
+    recording.write_tensor_recording(fake.recordings_dir, resized.tobytes(), [np.zeros((1, 540, 4)),
+                                                                              np.zeros((1, 540, 3))])
+    fake.result_delay_ms = 1500
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(device.detect, image)
+        time.sleep(0.3)
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout, match="still busy"):
+            pool.submit(device.detect, image).result()
+        assert time.monotonic() - started < 1.0
+        assert slow.result()["detections"] == []
+
+
+def test_the_postprocessor_library_is_found_in_the_sdk(fake, version, load, monkeypatch, tmp_path):
+    v, manifest = version("yuv420sp")
+    sdk = tmp_path / "mxVision"
+    monkeypatch.setenv("MX_SDK_HOME", str(sdk))
+    with pytest.raises(BackendUnavailable, match="modelpostprocessors/libSsdMobilenetFpn_MindsporePost.so"):
+        load("mxsdk", v, manifest)
+
+    library = sdk / "lib" / "modelpostprocessors" / "libSsdMobilenetFpn_MindsporePost.so"
+    library.parent.mkdir(parents=True)
+    library.write_bytes(b"\x7fELF")
+    load("mxsdk", v, manifest)
+    assert fake.pipelines[STREAM]["mxpi_objectpostprocessor0"]["props"]["postProcessLibPath"] == str(library)
+
+
 @pytest.mark.parametrize("class_id, class_name", [(7, None), (1, "not-a-label")])
 def test_objects_of_other_classes_are_refused(fake, version, load, class_id, class_name):
     v, manifest = version("yuv420sp")
@@ -267,19 +308,38 @@ def exif_rotated() -> bytes:
     return jpeg(exif=exif.tobytes())
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: jpeg(format="PNG"), "JPEG only and this is PNG"),
-    (lambda: jpeg(progressive=True), "progressive"),
-    (lambda: convert_mode(jpeg(), "CMYK"), "4 components"),
-    (lambda: jpeg(16, 16), "32x32 to 8192x8192"),
-    (exif_rotated, "orientation 6"),
-])
-def test_dvpp_refuses_what_its_decoder_cannot_take(fake, version, load, make, match):
+@pytest.mark.parametrize("make, size", [
+    (lambda: jpeg(format="PNG"), (320, 240)),
+    (lambda: jpeg(progressive=True), (320, 240)),
+    (lambda: convert_mode(jpeg(), "CMYK"), (320, 240)),
+    (exif_rotated, (240, 320)),  # boxes in the displayed frame, as every engine gives them
+], ids=["png", "progressive", "cmyk", "exif-rotated"])
+def test_dvpp_gets_a_baseline_jpeg_of_what_its_decoder_cannot_take(fake, version, load, make, size):
+    v, manifest = version("yuv420sp")
+    device = load("mxsdk", v, manifest)
+    data = make()
+    sent, width, height = baseline_jpeg(data, MAX_PIXELS, exif_transpose=True)
+    recording.write_json_recording(fake.recordings_dir, sent, {})
+
+    result = device.detect(data)
+
+    assert (result["width"], result["height"]) == (width, height) == size
+    assert fake.sent == [(STREAM, sent)]
+    info = dvpp_jpeg_info(sent, MAX_PIXELS)
+    assert (info.sampling, info.orientation) == ("4:2:0", 1)
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"not an image at all", "not an image Pillow can decode"),
+    (jpeg(16, 16), "32x32 to 8192x8192"),
+    (jpeg(16, 16, format="PNG"), "32x32 to 8192x8192"),
+], ids=["garbage", "small-jpeg", "small-png"])
+def test_dvpp_refuses_what_no_decoder_can_take(fake, version, load, data, match):
     v, manifest = version("yuv420sp")
     device = load("mxsdk", v, manifest)
 
     with pytest.raises(InvalidImage, match=match):
-        device.detect(make())
+        device.detect(data)
     assert not fake.sent
 
 

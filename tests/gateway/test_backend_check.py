@@ -1,0 +1,40 @@
+"""Which jobs fail at submission because the live workers lack the backend they name."""
+from __future__ import annotations
+
+import pytest
+
+from gateway.routes.jobs import missing_backend
+from ssdstack.jobs.specs import ConvertSpec, PipelineSpec
+
+
+def worker(worker_id: str, queue: str, *backends: str) -> dict:
+    return {"worker_id": worker_id, "queues": [queue], "backends": {queue: list(backends)}}
+
+
+CPU_CONVERTER = worker("converter@cpu:1", "convert", "onnxruntime")
+ASCEND_CONVERTER = worker("converter@npu:1", "convert", "atc", "onnxruntime")
+CPU_INFERENCER = worker("inferencer@cpu:1", "infer", "onnxruntime")
+NPU_INFERENCER = worker("inferencer@npu:1", "infer", "mxsdk", "onnxruntime")
+ATC_CONVERT = ConvertSpec(model="m", version=1, backend="atc")
+ATC_PIPELINE = PipelineSpec(dataset="d", backend="atc")
+
+
+@pytest.mark.parametrize("spec, workers", [
+    (ConvertSpec(model="m", version=1), [CPU_CONVERTER]),  # auto: each worker picks
+    (ATC_CONVERT, []),  # no live converter yet: the job waits for one
+    (ATC_CONVERT, [ASCEND_CONVERTER, CPU_INFERENCER]),
+    (ATC_PIPELINE, [ASCEND_CONVERTER, NPU_INFERENCER]),
+], ids=["auto", "no-workers", "atc-convert", "atc-pipeline"])
+def test_runnable_jobs_pass(spec, workers):
+    assert missing_backend(spec, workers) == ""
+
+
+@pytest.mark.parametrize("spec, workers, words", [
+    (ATC_CONVERT, [CPU_CONVERTER], ["converter@cpu:1: onnxruntime", "CANN toolkit"]),
+    # Celery gives the task to any worker on the queue: one without atc fails it by chance.
+    (ATC_CONVERT, [ASCEND_CONVERTER, CPU_CONVERTER], ["converter@cpu:1", "every converter"]),
+    (ATC_PIPELINE, [ASCEND_CONVERTER, CPU_INFERENCER], ["'mxsdk'", "inferencer@cpu:1", "mxVision"]),
+], ids=["cpu-only", "mixed-queue", "pipeline-without-npu-inferencer"])
+def test_a_backend_some_worker_lacks_is_named(spec, workers, words):
+    message = missing_backend(spec, workers)
+    assert all(word in message for word in words), message
