@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 export GLOG_v ?= 3
 
-.PHONY: install demo up down status test test-fast bench bench-train clean
+.PHONY: install demo up down status test test-fast test-compose bench bench-train clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ status: install
 
 test: install  ## every test, the slow integration run included
 	$(PY) -m pytest -q
+
+test-compose: install  ## build the images, run the demo pipeline under compose (podman); summary in var/compose-run.json
+	SSDSTACK_COMPOSE_TEST=1 $(PY) -m pytest -q -s tests/compose
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

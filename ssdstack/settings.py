@@ -72,6 +72,11 @@ class WorkerSettings(CommonSettings):
     mxsdk_device_id: int = Field(default=0, ge=0, le=63)
     mxsdk_timeout_ms: int = Field(default=3000, ge=10, le=600_000)
     mxsdk_postprocess_lib: str = "libSsdMobilenetFpn_MindsporePost.so"
+    # Trainer, multi-node jobs (an AscendJob): the Ascend trainer image its pods run, their
+    # namespace, and the model store's PersistentVolumeClaim.
+    trainer_image: str = ""
+    k8s_namespace: str = "ssdstack"
+    store_pvc: str = "ssdstack-store"
 
     @field_validator("ascend_soc_version")
     @classmethod

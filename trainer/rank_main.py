@@ -39,11 +39,14 @@ def main(job_file: str) -> None:
         partial = run_dir / f".partial-{RANK_WEIGHTS}"
         ms.save_checkpoint(outcome.network, str(partial))
         os.replace(partial, run_dir / RANK_WEIGHTS)
-        (run_dir / RANK_OUTCOME).write_text(json.dumps({
+        # Written in full, then renamed: a multi-node job's trainer polls for this file.
+        partial_outcome = run_dir / f".partial-{RANK_OUTCOME}"
+        partial_outcome.write_text(json.dumps({
             "labels": list(train_split.label_names), "epochs_run": outcome.epochs_run,
             "resumed_from_epoch": outcome.resumed_from_epoch, "final_loss": outcome.final_loss,
             "seconds": outcome.seconds, "initialised": outcome.initialised, "best": outcome.best,
             "history": outcome.history}))
+        os.replace(partial_outcome, run_dir / RANK_OUTCOME)
 
 
 if __name__ == "__main__":

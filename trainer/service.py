@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from ssdstack.checkpoints import CheckpointStore
 from ssdstack.datasets.coco import CocoSplit, load_coco_split, validate_coco_dataset
 from ssdstack.datasets.store import DatasetStore
-from ssdstack.errors import InvalidDataset, JobFailed
-from ssdstack.jobs.context import JobContext
+from ssdstack.errors import InvalidDataset, InvalidInput, JobFailed
+from ssdstack.jobs.context import JobCancelled, JobContext
 from ssdstack.jobs.specs import ExportSpec, ImportSpec, TrainSpec
 from ssdstack.model_store import ModelStore
+from trainer.ascendjob import Cluster
 from trainer.recipes import Recipe, get_recipe
 from trainer.train import TrainConfig, TrainOutcome, train_network
 
@@ -210,8 +212,6 @@ def _train_distributed(spec: TrainSpec, recipe: Recipe, device: str, store_dir: 
     """Run ``spec.devices`` ranks of :mod:`trainer.rank_main` and wait for them; rank 0
     leaves the weights to publish in ``run_dir/final.ckpt`` and its outcome beside them."""
     from trainer.distributed import LaunchPlan, free_port, launch, relay_to
-    from trainer.network import build_ssd
-    from trainer.transfer import load_pretrained, read_checkpoint
 
     job_file = work_dir / "rank-job.json"
     job_file.write_text(json.dumps({"type": spec.type, "spec": spec.model_dump(), "store_dir": str(store_dir),
@@ -226,6 +226,46 @@ def _train_distributed(spec: TrainSpec, recipe: Recipe, device: str, store_dir: 
     ctx.log(f"launching {spec.devices} data-parallel ranks with {spec.launcher}; logs in {plan.log_dir}")
     launch(plan, ["-m", "trainer.rank_main", str(job_file)], timeout_s=DISTRIBUTED_TIMEOUT_S,
            on_line=relay_to(ctx), cancelled=ctx.cancelled)
+    return _rank_outcome(recipe, run_dir)
+
+
+def _train_on_ascendjob(spec: TrainSpec, recipe: Recipe, store_dir: Path, job_id: str, run_dir: Path,
+                        cluster: Cluster | None, ctx: JobContext, poll_s: float = 10.0) -> TrainOutcome:
+    """Render the AscendJob for ``spec.nodes x spec.devices`` ranks into ``run_dir``, then
+    wait (cancellable, at most DISTRIBUTED_TIMEOUT_S) for rank 0's weights there."""
+    from trainer.ascendjob import render_ascendjob
+
+    if spec.device not in ("auto", "Ascend"):
+        raise InvalidInput(f"multi-node training runs on Ascend 910 nodes (an AscendJob), not on {spec.device}")
+    if cluster is None or not cluster.image:
+        raise JobFailed("multi-node training needs the Ascend trainer image its pods run: set "
+                        "SSDSTACK_TRAINER_IMAGE on the trainer")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job_file = run_dir / "rank-job.json"
+    job_file.write_text(json.dumps({"type": spec.type, "spec": spec.model_dump(), "store_dir": str(store_dir),
+                                    "work_dir": f"/tmp/ssdstack-work/{job_id}", "job_id": job_id,
+                                    "device": "Ascend"}))
+    manifest = run_dir / "ascendjob.yaml"
+    manifest.write_text(render_ascendjob(job_id, cluster, spec.nodes * spec.devices, job_file))
+    ctx.log(f"{spec.nodes * spec.devices} ranks on {spec.nodes} nodes run as an AscendJob: submit it with "
+            f"`kubectl apply -f {manifest}`; this job waits for rank 0's weights")
+    ctx.progress(stage="waiting_for_ascendjob", manifest=str(manifest))
+    deadline = time.monotonic() + DISTRIBUTED_TIMEOUT_S
+    while not (run_dir / RANK_OUTCOME).exists():
+        if ctx.cancelled():
+            raise JobCancelled(f"cancelled while waiting for the AscendJob; delete it with "
+                               f"`kubectl delete -f {manifest}`")
+        if time.monotonic() > deadline:
+            raise JobFailed(f"the AscendJob gave no weights within {DISTRIBUTED_TIMEOUT_S} s")
+        time.sleep(poll_s)
+    return _rank_outcome(recipe, run_dir)
+
+
+def _rank_outcome(recipe: Recipe, run_dir: Path) -> TrainOutcome:
+    """What rank 0 left in ``run_dir``: the trained network and its outcome."""
+    from trainer.network import build_ssd
+    from trainer.transfer import load_pretrained, read_checkpoint
+
     outcome = json.loads((run_dir / RANK_OUTCOME).read_text())
     network = build_ssd(recipe, len(outcome.pop("labels")) + 1)
     load_pretrained(network, read_checkpoint(run_dir / RANK_WEIGHTS), head_filter="none")
@@ -233,8 +273,9 @@ def _train_distributed(spec: TrainSpec, recipe: Recipe, device: str, store_dir: 
 
 
 def train_and_publish(spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: str, ctx: JobContext,
-                      default_device: str = "auto") -> dict:
-    """Returns :func:`published_result` of the new version."""
+                      default_device: str = "auto", cluster: Cluster | None = None) -> dict:
+    """Returns :func:`published_result` of the new version. ``cluster``: where the ranks of
+    a multi-node job (``spec.nodes > 1``) run."""
     from ssdstack.evaluation import report_dir
     from trainer.evaluate import evaluate_network
 
@@ -246,7 +287,9 @@ def train_and_publish(spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: 
     run_dir = run_dir_for(store_dir, job_id)
     ctx.log(f"training {spec.architecture} on {spec.dataset} ({len(train_split.records)} images, "
             f"{len(train_split.label_names)} classes) on {device} for {config.epochs} epochs, AMP {config.amp_level}")
-    if spec.devices > 1:
+    if spec.nodes > 1:
+        outcome = _train_on_ascendjob(spec, recipe, store_dir, job_id, run_dir, cluster, ctx)
+    elif spec.devices > 1:
         outcome = _train_distributed(spec, recipe, device, store_dir, work_dir, job_id, run_dir, ctx)
     else:
         outcome = train_on_store(spec, recipe, config, store_dir, run_dir, train_split, val_split, ctx)

@@ -62,8 +62,11 @@ class TrainSpec(_Spec):
         default="auto", description="MindSpore AMP level; auto = O2 on Ascend, O0 elsewhere")
     loss_scale_mode: Literal["fixed", "dynamic"] = "fixed"
     clip_global_norm: float | None = Field(default=None, gt=0, description="default: the recipe's (FPN: 1.0)")
-    devices: int = Field(default=1, ge=1, le=64, description="data-parallel processes on the trainer's node")
+    devices: int = Field(default=1, ge=1, le=64, description="data-parallel processes on the trainer's node, "
+                         "or per node with nodes > 1")
     launcher: Literal["msrun", "rank_table"] = "msrun"
+    nodes: int = Field(default=1, ge=1, le=1024, description="> 1: the ranks run as an AscendJob on the "
+                       "cluster's Ascend 910 nodes (rendered for you to submit; docs/ascend.md)")
 
 
 class AtcOptions(_Spec):
