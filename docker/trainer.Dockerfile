@@ -9,7 +9,8 @@
 # CANN. It must not be replaced, so docker-compose.ascend.yml passes
 #   TRAINER_EXTRA=trainer-ascend           (the trainer's extra without mindspore)
 #   VENV_OPTIONS=--system-site-packages    (the venv sees the base image's MindSpore)
-# The build fails if mindspore is not importable either way.
+# The build fails if mindspore is not importable either way. A GPU image: a CUDA
+# BASE_IMAGE and MINDSPORE_GPU_PLUGINS=keep.
 # Give the container shared memory for MindSpore's data workers (compose: shm_size).
 # podman: build with `--format docker`, or the HEALTHCHECK is dropped.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
@@ -19,6 +20,9 @@ USER root
 ARG PYTHON=python
 ARG VENV_OPTIONS=""
 ARG TRAINER_EXTRA=trainer
+# The mindspore wheel carries CUDA plugins (about 1.2 GB) that CPU and Ascend images never
+# load; `keep` them only for a GPU image (a CUDA BASE_IMAGE).
+ARG MINDSPORE_GPU_PLUGINS=drop
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN ${PYTHON} -m venv ${VENV_OPTIONS} /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -29,7 +33,11 @@ COPY pyproject.toml README.md ./
 RUN for package in ssdstack trainer converter inferencer gateway; do \
         mkdir -p "$package" && touch "$package/__init__.py"; \
     done \
- && pip install --no-cache-dir ".[${TRAINER_EXTRA}]"
+ && pip install --no-cache-dir ".[${TRAINER_EXTRA}]" \
+ && if [ "$MINDSPORE_GPU_PLUGINS" = drop ]; then \
+        rm -rf /opt/venv/lib/python*/site-packages/mindspore/lib/plugin/gpu* \
+               /opt/venv/lib/python*/site-packages/mindspore/lib/plugin/libmindspore_gpu.so*; \
+    fi
 COPY ssdstack ssdstack
 COPY trainer trainer
 COPY converter converter
@@ -52,7 +60,7 @@ LABEL org.opencontainers.image.title="ssdstack-trainer" \
 RUN if ! ldconfig -p | grep -q 'libgomp\.so\.1'; then \
         apt-get update \
         && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libgomp1 \
-        && rm -rf /var/lib/apt/lists/*; \
+        && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
     fi \
  && (getent group 10001 >/dev/null || groupadd --system --gid 10001 ssdstack) \
  && (getent passwd 10001 >/dev/null || useradd --system --uid 10001 --gid 10001 \
