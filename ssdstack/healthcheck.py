@@ -45,6 +45,7 @@ def check_http(url: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[bool, str]:
         return False, f"not an http(s) URL: {url!r}"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
     outcome: list[tuple[bool, str]] = []
+    too_late = f"no answer from {url} within {timeout:g} s"
 
     def request() -> None:
         try:
@@ -55,8 +56,11 @@ def check_http(url: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[bool, str]:
             body = exc.read(200).decode("utf-8", "replace")
             exc.close()
             outcome.append((False, f"HTTP {exc.code} from {url}" + (f": {body}" if body else "")))
+        except TimeoutError:  # the socket's timeout fired before the thread's deadline
+            outcome.append((False, too_late))
         except urllib.error.URLError as exc:
-            outcome.append((False, f"no answer from {url}: {exc.reason}"))
+            late = isinstance(exc.reason, TimeoutError)
+            outcome.append((False, too_late if late else f"no answer from {url}: {exc.reason}"))
         except Exception as exc:  # noqa: BLE001 -- any failure is an unhealthy answer, said in one line
             outcome.append((False, f"no answer from {url}: {type(exc).__name__}: {exc}"))
 
@@ -66,7 +70,7 @@ def check_http(url: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[bool, str]:
     worker.start()
     worker.join(timeout)
     if not outcome:
-        return False, f"no answer from {url} within {timeout:g} s"
+        return False, too_late
     healthy, reason = outcome[0]
     return healthy, _one_line(reason)
 

@@ -256,12 +256,22 @@ def test_a_tensor_send_failure_and_a_stream_that_never_answers(fake, version, lo
     fake.result_delay_ms = 1500
     with ThreadPoolExecutor(2) as pool:
         slow = pool.submit(device.detect, image)
-        time.sleep(0.3)
+        _wait_until_inside_the_sdk()
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout, match="still busy"):
             pool.submit(device.detect, image).result()
         assert time.monotonic() - started < 1.0
         assert slow.result()["detections"] == []
+
+
+def _wait_until_inside_the_sdk(limit_s: float = 10.0) -> None:
+    """Bounded wait until a call holds the fake SDK's re-entry guard (the slow request is in)."""
+    import StreamManagerApi
+
+    deadline = time.monotonic() + limit_s
+    while not StreamManagerApi._GUARD.locked():
+        assert time.monotonic() < deadline, "the slow request never reached the SDK"
+        time.sleep(0.01)
 
 
 def test_the_postprocessor_library_is_found_in_the_sdk(fake, version, load, monkeypatch, tmp_path):
