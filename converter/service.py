@@ -31,11 +31,12 @@ def convert_version(store: ModelStore, name: str, version: int, backend: str, ct
     """
     chosen = select_backend(backend, default_soc_version)
     manifest = store.manifest(name, version)
-    options = {"tolerance": tolerance, "atc": atc or {}, "default_soc_version": default_soc_version,
+    wanted = _recorded_options(chosen.name, atc or {}, default_soc_version)
+    # The chip is resolved once (npu-smi may be asked): the backend builds for that one.
+    options = {"tolerance": tolerance, "atc": atc or {}, "default_soc_version": wanted.get("soc_version"),
                "log_dir": log_dir}
     done = manifest.get("serving", {}).get(chosen.name)
     if done is not None and done["artefact"] in manifest["artefacts"]:
-        wanted = _recorded_options(chosen.name, options)
         if done.get("options", {}) != wanted:
             changed = {key: value for key, value in wanted.items() if done.get("options", {}).get(key) != value}
             raise Conflict(f"{name} v{version} was already converted with {chosen.name} using other options "
@@ -68,7 +69,7 @@ def convert_version(store: ModelStore, name: str, version: int, backend: str, ct
                       "colour_order": "RGB"},
             "outputs": ["boxes", "scores"],
             "check": check,
-            "options": _recorded_options(chosen.name, options),
+            "options": wanted,
             "details": result.details,
             "converted_at": utc_now(),
         }
@@ -82,10 +83,10 @@ def convert_version(store: ModelStore, name: str, version: int, backend: str, ct
     return {"backend": chosen.name, "artefact": result.artefact_kind, "check": check}
 
 
-def _recorded_options(backend: str, options: dict) -> dict:
-    """The options that shaped the artefact, as the manifest keeps them (the chip resolved)."""
+def _recorded_options(backend: str, atc: dict, default_soc_version: str | None) -> dict:
+    """The options that shape the artefact, as the manifest keeps them (the chip resolved)."""
     if backend == "atc":
-        recorded = AtcOptions.model_validate(options["atc"]).model_dump(exclude={"timeout_s"})
-        recorded["soc_version"] = resolve_soc_version(recorded["soc_version"], options["default_soc_version"])
+        recorded = AtcOptions.model_validate(atc).model_dump(exclude={"timeout_s"})
+        recorded["soc_version"] = resolve_soc_version(recorded["soc_version"], default_soc_version)
         return recorded
     return {}

@@ -6,8 +6,9 @@ Threads, not processes: one ONNX Runtime session per model is shared by every th
 from __future__ import annotations
 
 from inferencer import tasks
-from inferencer.backends import available_engines, engine_options
+from inferencer.backends import ENGINES, engine_options
 from inferencer.repository import ModelRepository
+from ssdstack.backends import usable
 from ssdstack.celery_app import INFER_QUEUE, create_app
 from ssdstack.model_store import ModelStore
 from ssdstack.settings import worker_settings
@@ -15,11 +16,7 @@ from ssdstack.worker import WorkerRuntime
 
 
 def backends() -> dict:
-    """The engines this worker serves with: the configured one, or every available one for auto."""
-    available = available_engines()
-    if settings.infer_backend != "auto":
-        available = [name for name in available if name == settings.infer_backend]
-    return {"infer": available}
+    return {"infer": usable(ENGINES, settings.infer_backend)}
 
 
 settings = worker_settings()

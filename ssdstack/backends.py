@@ -29,3 +29,10 @@ class Backend:
         modules = [f"python module {m!r}" for m in self.python_modules if importlib.util.find_spec(m) is None]
         programs = [f"program {p!r} on PATH" for p in self.executables if shutil.which(p) is None]
         return modules + programs
+
+
+def usable(registry: dict[str, type[Backend]], setting: str) -> list[str]:
+    """The names in ``registry`` a worker can use: every available one for ``"auto"``,
+    else the configured one if it is available (what the worker's heartbeat reports)."""
+    return [name for name, cls in registry.items()
+            if (setting == "auto" or name == setting) and cls().is_available()]

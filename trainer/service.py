@@ -214,8 +214,7 @@ def _train_distributed(spec: TrainSpec, recipe: Recipe, device: str, store_dir: 
     from trainer.distributed import LaunchPlan, free_port, launch, relay_to
 
     job_file = work_dir / "rank-job.json"
-    job_file.write_text(json.dumps({"type": spec.type, "spec": spec.model_dump(), "store_dir": str(store_dir),
-                                    "work_dir": str(work_dir), "job_id": job_id, "device": device}))
+    _write_rank_job(job_file, spec, store_dir, work_dir, job_id, device)
     rank_table = os.environ.get("RANK_TABLE_FILE")
     try:
         plan = LaunchPlan(devices=spec.devices, log_dir=work_dir / "ranks", launcher=spec.launcher,
@@ -242,9 +241,7 @@ def _train_on_ascendjob(spec: TrainSpec, recipe: Recipe, store_dir: Path, job_id
                         "SSDSTACK_TRAINER_IMAGE on the trainer")
     run_dir.mkdir(parents=True, exist_ok=True)
     job_file = run_dir / "rank-job.json"
-    job_file.write_text(json.dumps({"type": spec.type, "spec": spec.model_dump(), "store_dir": str(store_dir),
-                                    "work_dir": f"/tmp/ssdstack-work/{job_id}", "job_id": job_id,
-                                    "device": "Ascend"}))
+    _write_rank_job(job_file, spec, store_dir, Path(f"/tmp/ssdstack-work/{job_id}"), job_id, "Ascend")
     manifest = run_dir / "ascendjob.yaml"
     manifest.write_text(render_ascendjob(job_id, cluster, spec.nodes * spec.devices, job_file))
     ctx.log(f"{spec.nodes * spec.devices} ranks on {spec.nodes} nodes run as an AscendJob: submit it with "
@@ -259,6 +256,13 @@ def _train_on_ascendjob(spec: TrainSpec, recipe: Recipe, store_dir: Path, job_id
             raise JobFailed(f"the AscendJob gave no weights within {DISTRIBUTED_TIMEOUT_S} s")
         time.sleep(poll_s)
     return _rank_outcome(recipe, run_dir)
+
+
+def _write_rank_job(job_file: Path, spec: TrainSpec, store_dir: Path, work_dir: Path, job_id: str,
+                    device: str) -> None:
+    """The file every :mod:`trainer.rank_main` reads: the job and where its ranks work."""
+    job_file.write_text(json.dumps({"type": spec.type, "spec": spec.model_dump(), "store_dir": str(store_dir),
+                                    "work_dir": str(work_dir), "job_id": job_id, "device": device}))
 
 
 def _rank_outcome(recipe: Recipe, run_dir: Path) -> TrainOutcome:

@@ -79,8 +79,13 @@ class AtcBackend(ConverterBackend):
             aipp.write_text(render_aipp(aipp_settings(manifest, image_format)))
         except ValueError as error:
             raise InvalidInput(f"cannot generate the AIPP config: {error}") from None
-        input_name = _onnx_input_name(source) if source_kind == "onnx" else None
-        _check_batch(source_kind, source, settings)
+        input_name = None
+        if source_kind == "onnx":
+            import onnx
+
+            graph_model = onnx.load(str(source))
+            input_name = _onnx_input_name(graph_model, source.name)
+            _check_batch(graph_model, source.name, settings)
         command = atc_command(source, source_kind, out_dir / OM_STEM, aipp, soc_version, settings, input_name, size)
         ctx.log(f"atc: {shlex.join(command)}")
         ctx.progress(stage="convert", step="atc")
@@ -276,28 +281,25 @@ def _source(version_dir: Path, manifest: dict, settings: AtcOptions) -> tuple[st
     return kind, path
 
 
-def _onnx_input_name(path: Path) -> str:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
+def _onnx_input_name(model, file_name: str) -> str:
+    graph = model.graph
     initialisers = {tensor.name for tensor in graph.initializer}
     inputs = [value.name for value in graph.input if value.name not in initialisers]
     if len(inputs) != 1:
-        raise JobFailed(f"expected an ONNX graph with one input, {path.name} has {inputs}")
+        raise JobFailed(f"expected an ONNX graph with one input, {file_name} has {inputs}")
     return inputs[0]
 
 
-def _check_batch(source_kind: str, source: Path, settings: AtcOptions) -> None:
+def _check_batch(model, file_name: str, settings: AtcOptions) -> None:
     """Refuse batching of a graph whose reshapes fix the batch (versions exported before
-    the network left the batch axis free): ATC would fail deep in shape inference."""
+    the network left the batch axis free): ATC would fail deep in shape inference.
+    ``model`` (an ``onnx.ModelProto``) gets a symbolic batch axis for the trial run."""
     batches = settings.dynamic_batch or [settings.batch_size]
-    if source_kind != "onnx" or batches == [1]:
+    if batches == [1]:
         return
     import numpy as np
-    import onnx
     import onnxruntime as ort
 
-    model = onnx.load(str(source))
     value = model.graph.input[0]
     dims = value.type.tensor_type.shape.dim
     dims[0].dim_param = "batch"
@@ -308,6 +310,6 @@ def _check_batch(source_kind: str, source: Path, settings: AtcOptions) -> None:
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         session.run(None, {value.name: np.zeros(shape, np.float32)})
     except Exception as error:  # ORT raises its own exception types for shape errors
-        raise InvalidInput(f"{source.name} of this version only runs at batch 1 ({type(error).__name__}); "
+        raise InvalidInput(f"{file_name} of this version only runs at batch 1 ({type(error).__name__}); "
                            "re-export it (an export job) to convert with batch sizes "
                            f"{batches}") from None

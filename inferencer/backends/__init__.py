@@ -25,10 +25,6 @@ def engine_options(settings: WorkerSettings) -> dict[str, dict]:
     }
 
 
-def available_engines() -> list[str]:
-    return [name for name, cls in ENGINES.items() if cls().is_available()]
-
-
 def select_engine(name: str, options: dict[str, dict] | None = None, manifest: dict | None = None) -> InferenceEngine:
     """A new, unloaded engine called ``name``, built with ``options[name]``.
 
@@ -60,4 +56,4 @@ def select_engine(name: str, options: dict[str, dict] | None = None, manifest: d
     return engine
 
 
-__all__ = ["ENGINES", "InferenceEngine", "available_engines", "engine_options", "select_engine"]
+__all__ = ["ENGINES", "InferenceEngine", "engine_options", "select_engine"]
