@@ -62,12 +62,19 @@ def remove_stale_scratch(store_dir: Path, max_age_s: float = 24 * 3600) -> list[
     Staging folders live for minutes; one a day old belongs to a process that died.
     Returns the names removed.
     """
-    scratch = Path(store_dir) / ".tmp"
-    if not scratch.is_dir():
+    return remove_older_than(Path(store_dir) / ".tmp", max_age_s)
+
+
+def remove_older_than(folder: Path, max_age_s: float) -> list[str]:
+    """Delete the entries of ``folder`` last modified more than ``max_age_s`` ago; their names.
+
+    Safe beside other sweepers of the same folder, and a missing folder is empty.
+    """
+    if not folder.is_dir():
         return []
     cutoff = time.time() - max_age_s
     removed = []
-    for entry in scratch.iterdir():
+    for entry in folder.iterdir():
         try:
             if entry.lstat().st_mtime >= cutoff:
                 continue

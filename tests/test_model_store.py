@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ssdstack.errors import Conflict, InvalidInput, NotFound
-from ssdstack.model_store import ModelStore, remove_stale_scratch, sha256_file
+from ssdstack.model_store import ModelStore, remove_older_than, remove_stale_scratch, sha256_file
 
 
 def _publish(store: ModelStore, name: str = "m", payload: bytes = b"weights") -> dict:
@@ -105,3 +105,21 @@ def test_stale_scratch_is_swept_and_fresh_scratch_kept(tmp_path):
     assert sorted(remove_stale_scratch(tmp_path)) == ["stage-old", "upload.part"]
     assert [p.name for p in store.tmp_dir.iterdir()] == ["stage-new"]
     assert remove_stale_scratch(tmp_path / "nothing-here") == []
+
+
+def test_failed_atc_logs_go_when_their_age_passes_the_retention(tmp_path):
+    # The converter sweeps $SSDSTACK_WORK_DIR/atc-logs with the job retention before each job.
+    logs = tmp_path / "atc-logs"
+    for job, age_days in (("job-old", 31), ("job-recent", 29)):
+        (logs / job / "debug" / "plog").mkdir(parents=True)
+        (logs / job / "debug" / "plog" / "plog-1.log").write_text("E19999")
+        stamp = time.time() - age_days * 24 * 3600
+        os.utime(logs / job, (stamp, stamp))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (logs / "link").symlink_to(outside, target_is_directory=True)
+    os.utime(logs / "link", (0, 0), follow_symlinks=False)
+
+    assert sorted(remove_older_than(logs, 30 * 24 * 3600)) == ["job-old", "link"]
+    assert [p.name for p in logs.iterdir()] == ["job-recent"]
+    assert outside.is_dir()  # a link is removed, never followed
