@@ -14,10 +14,10 @@ import numpy as np
 from ssdstack.datasets.coco import load_coco_split
 from ssdstack.datasets.synth import synthesize
 from ssdstack.model_store import ModelStore
+from ssdstack.recipes import get_recipe
 from trainer.export import export_network, reference_images
 from trainer.network import build_ssd
-from trainer.recipes import get_recipe
-from trainer.service import version_manifest
+from trainer.publish import version_manifest
 
 
 def main(store_dir: str, name: str, architecture: str) -> None:

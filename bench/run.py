@@ -22,12 +22,13 @@ import httpx
 import numpy as np
 
 from bench.timing import summarise
+from cli.localstack import LocalStack
+from cli.processes import free_port
 from converter.service import convert_version
 from inferencer.backends import select_engine
 from inferencer.detector import Detector
 from ssdstack.datasets.synth import synthesize
 from ssdstack.jobs.context import LocalContext
-from ssdstack.localstack import LocalStack, free_port
 from ssdstack.model_store import ModelStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +129,7 @@ def main() -> None:
     images = [p.read_bytes() for p in sorted((work / "images" / "train").glob("*.jpg"))]
     engine = select_engine("onnxruntime")
     engine.load(version_dir, manifest)
-    detector = Detector(engine, manifest, "bench", version)
+    detector = engine.detector(manifest, "bench", version)
     try:
         stack.up(wait_ready=True, timeout=180)
         results["detect_service"] = service_benchmark(stack, detector, images, args.requests)

@@ -45,8 +45,8 @@ def map_curve(dataset: Path, epochs: int, work: Path) -> dict:
 
     from ssdstack.datasets.coco import load_coco_split
     from ssdstack.jobs.context import LocalContext
+    from ssdstack.recipes import get_recipe
     from trainer.evaluate import evaluate_network
-    from trainer.recipes import get_recipe
     from trainer.train import TrainConfig, train_network
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", save_graphs_path=str(work))

@@ -19,9 +19,9 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from ssdstack.datasets.coco import load_coco_split
+from ssdstack.recipes import get_recipe
 from trainer.data import TrainBatches
 from trainer.network import build_ssd
-from trainer.recipes import get_recipe
 from trainer.service import ZOO_CLIP_NORM
 from trainer.ssd import SsdLoss
 from trainer.train import _parameter_groups

@@ -19,7 +19,7 @@ def check_against_reference(session_or_path, reference_npz: Path, tolerance: flo
     Returns ``{"max_abs_diff_boxes", "max_abs_diff_scores", "tolerance", "images", "passed"}``;
     ``passed`` when both maxima are ``<= tolerance``.
     """
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional runtime: importing the converter must not need it
 
     session = session_or_path
     if isinstance(session_or_path, (str, Path)):

@@ -4,21 +4,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from converter.backends import select_backend
-from converter.backends.atc import resolve_soc_version
+from converter.backends.atc.backend import resolve_soc_version
+from converter.backends.base import ConvertOptions
 from ssdstack.errors import Conflict, JobFailed
 from ssdstack.jobs.context import JobCancelled, JobContext
 from ssdstack.jobs.specs import AtcOptions
+from ssdstack.jobs.stage_data import Converted
 from ssdstack.model_store import ModelStore, utc_now
 
 
 def convert_version(store: ModelStore, name: str, version: int, backend: str, ctx: JobContext,
-                    tolerance: float = 1e-4, atc: dict | None = None, default_soc_version: str | None = None,
-                    log_dir: Path | None = None) -> dict:
+                    tolerance: float = 1e-4, atc: AtcOptions | None = None, default_soc_version: str | None = None,
+                    log_dir: Path | None = None) -> Converted:
     """Convert ``name`` v``version`` with ``backend`` (a name or ``"auto"``) and add the artefact.
 
-    ``atc``: the ``atc`` backend's options (:class:`ssdstack.jobs.specs.AtcOptions` as a
-    dict); ``default_soc_version``: its target chip when the options name none;
-    ``log_dir``: where a tool's detailed logs go (default: inside the staging folder).
+    ``atc``: the ``atc`` backend's options; ``default_soc_version``: its target chip when
+    the options name none; ``log_dir``: where a tool's detailed logs go (default: inside
+    the staging folder).
 
     The artefact is added, and ``manifest["serving"][<backend>]`` records how to feed it
     and how it was made, only when its outputs on ``reference.npz`` are within
@@ -26,15 +28,13 @@ def convert_version(store: ModelStore, name: str, version: int, backend: str, ct
     cannot run here (an ``.om``: checked by the evaluate stage on the NPU); otherwise
     JobFailed, and the version is left as it was. A version already converted with this
     backend is not converted again; with other ``atc`` options it is a Conflict.
-
-    Returns ``{"backend", "artefact", "check"}``.
     """
+    atc = atc or AtcOptions()
     chosen = select_backend(backend, default_soc_version)
     manifest = store.manifest(name, version)
-    wanted = _recorded_options(chosen.name, atc or {}, default_soc_version)
+    wanted = _recorded_options(chosen.name, atc, default_soc_version)
     # The chip is resolved once (npu-smi may be asked): the backend builds for that one.
-    options = {"tolerance": tolerance, "atc": atc or {}, "default_soc_version": wanted.get("soc_version"),
-               "log_dir": log_dir}
+    options = ConvertOptions(tolerance=tolerance, atc=atc, soc_version=wanted.get("soc_version"), log_dir=log_dir)
     done = manifest.get("serving", {}).get(chosen.name)
     if done is not None and done["artefact"] in manifest["artefacts"]:
         if done.get("options", {}) != wanted:
@@ -44,7 +44,8 @@ def convert_version(store: ModelStore, name: str, version: int, backend: str, ct
                            "(an export job) to convert it with other options",
                            details={"converted_with": done.get("options"), "asked_for": wanted})
         ctx.log(f"{name} v{version} already has {done['artefact']} from {done['converted_at']}; not converting again")
-        return {"backend": chosen.name, "artefact": done["artefact"], "check": done["check"]}
+        return Converted(model=name, version=version, backend=chosen.name, artefact=done["artefact"],
+                         check=done["check"])
 
     ctx.progress(stage="convert", backend=chosen.name, step="start")
     ctx.log(f"converting {name} v{version} with {chosen.name}")
@@ -80,13 +81,13 @@ def convert_version(store: ModelStore, name: str, version: int, backend: str, ct
         store.add_artefacts(name, version, {result.artefact_kind: result.file, **result.extra}, record_serving)
     ctx.progress(stage="convert", step="done")
     ctx.log(f"added {result.artefact_kind} ({result.file.name}) to {name} v{version}")
-    return {"backend": chosen.name, "artefact": result.artefact_kind, "check": check}
+    return Converted(model=name, version=version, backend=chosen.name, artefact=result.artefact_kind, check=check)
 
 
-def _recorded_options(backend: str, atc: dict, default_soc_version: str | None) -> dict:
+def _recorded_options(backend: str, atc: AtcOptions, default_soc_version: str | None) -> dict:
     """The options that shape the artefact, as the manifest keeps them (the chip resolved)."""
     if backend == "atc":
-        recorded = AtcOptions.model_validate(atc).model_dump(exclude={"timeout_s"})
+        recorded = atc.model_dump(exclude={"timeout_s"})
         recorded["soc_version"] = resolve_soc_version(recorded["soc_version"], default_soc_version)
         return recorded
     return {}

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from converter import tasks
 from converter.backends import BACKENDS
-from ssdstack.backends import usable
+from ssdstack.backends import describe
 from ssdstack.celery_app import CONVERT_QUEUE, create_app
 from ssdstack.settings import worker_settings
 from ssdstack.worker import WorkerRuntime
 
 
 def backends() -> dict:
-    return {"convert": usable(BACKENDS, settings.convert_backend)}
+    return {CONVERT_QUEUE: describe(BACKENDS, settings.convert_backend)}
 
 
 settings = worker_settings()

@@ -22,7 +22,7 @@ WORKDIR /src
 # pyproject finds packages by name (ssdstack*, trainer*, ...): empty ones are enough to
 # resolve and install the dependencies from pyproject.toml alone.
 COPY pyproject.toml README.md ./
-RUN for package in ssdstack trainer converter inferencer gateway; do \
+RUN for package in ssdstack trainer converter inferencer gateway cli; do \
         mkdir -p "$package" && touch "$package/__init__.py"; \
     done \
  && pip install --no-cache-dir '.[converter]'
@@ -31,6 +31,7 @@ COPY trainer trainer
 COPY converter converter
 COPY inferencer inferencer
 COPY gateway gateway
+COPY cli cli
 RUN pip install --no-cache-dir --no-deps --force-reinstall . \
  && python -c "import importlib.util as u, sys; missing = [m for m in sys.argv[1:] if u.find_spec(m) is None]; sys.exit(f'missing modules: {missing}' if missing else 0)" \
         onnx onnxruntime celery redis converter.worker ssdstack.healthcheck

@@ -1,6 +1,8 @@
 """``python -m gateway``: serve the API with uvicorn on the configured host and port."""
 from __future__ import annotations
 
+import argparse
+
 import uvicorn
 
 from gateway.main import create_app
@@ -8,6 +10,10 @@ from ssdstack.settings import GatewaySettings
 
 
 def main() -> None:
+    argparse.ArgumentParser(prog="python -m gateway", description=(
+        "Serve SSD Stack's REST API (FastAPI + uvicorn). Every setting is an environment variable with the "
+        "prefix SSDSTACK_ (see ssdstack/settings.py): SSDSTACK_API_KEYS is required; SSDSTACK_HOST and "
+        "SSDSTACK_PORT (127.0.0.1:8000 by default), SSDSTACK_REDIS_URL, SSDSTACK_STORE_DIR, ...")).parse_args()
     settings = GatewaySettings()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
                 timeout_graceful_shutdown=10)

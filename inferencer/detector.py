@@ -1,16 +1,23 @@
-"""One served model version: image bytes in, detections in original-image pixels out."""
+"""One served model version: image bytes in, detections in original-image pixels out.
+
+The host path, the same for every engine: decode, resize, the engine's network, the
+shared NMS. An engine that decodes on its device gives its own subclass
+(:meth:`inferencer.backends.base.InferenceEngine.detector`).
+"""
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from inferencer.backends.base import InferenceEngine
 from ssdstack.detection.boxes import normalised_to_pixels
-from inferencer.dvpp import UnsupportedByDvpp, baseline_jpeg, dvpp_jpeg_info
-from ssdstack.detection.nms import PostprocessConfig, batched_nms, postprocess
+from ssdstack.detection.nms import PostprocessConfig, postprocess
 from ssdstack.errors import InvalidInput
 from ssdstack.images import decode_image, resize_stretch
+
+if TYPE_CHECKING:  # the engine base class builds detectors, so it imports this module
+    from inferencer.backends.base import InferenceEngine
 
 DEFAULT_MAX_PIXELS = 50_000_000
 
@@ -36,15 +43,9 @@ class Detector:
         """Decode ``image_bytes`` (any format Pillow reads; EXIF orientation applied unless
         ``exif_transpose`` is False) and detect.
 
-        An engine that decodes on the device (MindX with DVPP) takes JPEGs its decoder
-        supports as they are, and the others re-encoded (see :meth:`_detect_encoded`).
-
         Raises InvalidImage for bytes that are not a usable image, InvalidInput for bad
         overrides. See :meth:`detect_array` for the result.
         """
-        if self.engine.takes_encoded_images:
-            return self._detect_encoded(image_bytes, max_pixels, exif_transpose,
-                                        self._config(score_threshold, iou_threshold, max_detections))
         rgb = decode_image(image_bytes, max_pixels=max_pixels, exif_transpose=exif_transpose)
         return self.detect_array(rgb, score_threshold, iou_threshold, max_detections)
 
@@ -59,44 +60,11 @@ class Detector:
         """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InvalidInput(f"expected an [H, W, 3] uint8 RGB image, got {list(rgb.shape)} {rgb.dtype}")
-        if self.engine.takes_encoded_images:
-            raise InvalidInput(f"the {self.engine.name} engine decodes images on the device: send the file bytes")
         config = self._config(score_threshold, iou_threshold, max_detections)
         height, width = rgb.shape[:2]
         boxes, scores = self.engine.predict(resize_stretch(rgb, self.image_size))
         kept_boxes, kept_scores, labels = postprocess(boxes, scores, config)
         return self._answer(normalised_to_pixels(kept_boxes, width, height), kept_scores, labels, width, height)
-
-    def _detect_encoded(self, image_bytes: bytes, max_pixels: int, exif_transpose: bool,
-                        config: PostprocessConfig) -> dict:
-        """The device decodes, resizes, thresholds and runs NMS with the manifest's settings;
-        a stricter score or IoU threshold and ``max_detections`` apply here afterwards.
-
-        JPEGs DVPP takes go as they are. Other images, and JPEGs with an EXIF orientation
-        to apply (whether the device decoder applies it is not verified), are decoded here
-        and sent as a baseline JPEG, so boxes are always in the frame the API promises.
-        """
-        try:
-            info = dvpp_jpeg_info(image_bytes, max_pixels)
-            width, height = info.width, info.height
-            reencode = exif_transpose and info.orientation != 1
-        except UnsupportedByDvpp:
-            reencode = True
-        if config.score_threshold < self.postprocess.score_threshold:
-            raise InvalidInput(f"the device postprocessor keeps scores >= {self.postprocess.score_threshold}; "
-                               "a lower score_threshold needs cpu preprocessing")
-        if config.iou_threshold > self.postprocess.iou_threshold:
-            raise InvalidInput(f"the device postprocessor already ran NMS at IoU {self.postprocess.iou_threshold}; "
-                               "a higher iou_threshold needs cpu preprocessing")
-        if reencode:
-            image_bytes, width, height = baseline_jpeg(image_bytes, max_pixels, exif_transpose)
-        boxes, scores, labels = self.engine.detect_encoded(image_bytes, self.labels)
-        keep = np.flatnonzero(scores > config.score_threshold)  # as the shared postprocess compares
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = batched_nms(boxes, scores, labels, config.iou_threshold)[:config.max_detections]
-        limits = np.asarray([width, height, width, height], np.float32)
-        boxes = np.clip(boxes[keep], 0, limits)
-        return self._answer(boxes, scores[keep], labels[keep], width, height)
 
     def _answer(self, pixels: np.ndarray, scores: np.ndarray, labels: np.ndarray, width: int, height: int) -> dict:
         detections = [

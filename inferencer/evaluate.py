@@ -15,15 +15,13 @@ from collections.abc import Callable
 
 import numpy as np
 
+from inferencer.backends import select_engine
 from ssdstack.datasets.coco import load_coco_split
 from ssdstack.datasets.store import DatasetStore
 from ssdstack.errors import InvalidInput
-from ssdstack.evaluation import (EngineEvaluation, detections_to_coco, evaluate_detections, report_dir,
-                                 stage_report)
+from ssdstack.evaluation import EngineEvaluation, detections_to_coco, evaluate_detections, report_dir, stage_report
 from ssdstack.jobs.context import JobCancelled, JobContext
 from ssdstack.model_store import ModelStore, sha256_file, utc_now
-from inferencer.backends import select_engine
-from inferencer.detector import Detector
 
 
 def evaluate_served(store_dir, name: str, version: int, dataset: str | None, split: str, engine_name: str,
@@ -43,7 +41,7 @@ def evaluate_served(store_dir, name: str, version: int, dataset: str | None, spl
                            f"{dict(zip(manifest['category_ids'], manifest['labels']))}")
     engine = select_engine(engine_name, engine_options, manifest)
     engine.load(models.version_dir(name, version), manifest)
-    detector = Detector(engine, manifest, name, version)
+    detector = engine.detector(manifest, name, version)
     category_ids = np.asarray(manifest["category_ids"])
     results = []
     started = time.monotonic()

@@ -72,7 +72,7 @@ class ModelRepository:
         manifest = self.store.manifest(name, version)
         engine = select_engine(self.engine_name, self.engine_options, manifest)
         engine.load(self.store.version_dir(name, version), manifest)
-        return Detector(engine, manifest, name, version)
+        return engine.detector(manifest, name, version)
 
     def _lock(self, name: str) -> threading.Lock:
         with self._locks_guard:

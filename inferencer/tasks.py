@@ -1,94 +1,78 @@
-"""Celery tasks of the inferencer: detection requests and the evaluate(+deploy) stage."""
+"""The inferencer's Celery tasks: detection requests, and the evaluate and deploy stages
+(see :mod:`ssdstack.jobs.pipeline`)."""
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 
 from celery import Celery
 
-from ssdstack.celery_app import DETECT_TASK, EVALUATE_TASK
-from ssdstack.errors import Conflict, InvalidInput, SsdStackError
-from ssdstack.jobs.pipeline import parse_spec, target_version
-from ssdstack.jobs.specs import PipelineSpec
-from ssdstack.model_store import ModelStore
-from ssdstack.worker import WorkerRuntime
 from inferencer.backends import engine_options
+from inferencer.evaluate import evaluate_served
 from inferencer.repository import ModelRepository
+from ssdstack.detect_protocol import DETECT_TASK, REPLY_TTL_S, DetectAnswer, DetectError, encode_reply, read_request
+from ssdstack.errors import SsdStackError
+from ssdstack.evaluation import check_map_drop
+from ssdstack.jobs.context import JobContext
+from ssdstack.jobs.pipeline import EVALUATOR
+from ssdstack.jobs.stage_data import Deployed, DeployInput, Evaluated, EvaluateInput
+from ssdstack.model_store import ModelStore
+from ssdstack.settings import WorkerSettings
+from ssdstack.worker import WorkerRuntime
 
 log = logging.getLogger(__name__)
-# An answer nobody picked up (the client timed out) disappears after this long.
-REPLY_TTL_S = 60
+
+
+def stage_runners(settings: WorkerSettings) -> dict:
+    """Stage name -> function, for the inferencer's stages."""
+    store = ModelStore(settings.store_dir)
+
+    def evaluate(ctx: JobContext, data: EvaluateInput) -> Evaluated:
+        served = evaluate_served(settings.store_dir, data.model, data.version, data.dataset, data.split,
+                                 settings.infer_backend, ctx, max_pixels=settings.max_image_pixels,
+                                 engine_options=engine_options(settings))
+        return Evaluated(model=data.model, version=data.version, metrics={"served": served["coco"]},
+                         engine=served["engine"])
+
+    def deploy(ctx: JobContext, data: DeployInput) -> Deployed:
+        check_map_drop(data.metrics["trained"]["AP"], data.metrics["served"]["AP"], data.max_map_drop)
+        if not data.deploy:
+            ctx.log(f"{data.model} version {data.version} passed the deploy gate; not deployed (deploy: false)")
+            return Deployed(deployed=None)
+        record = store.deploy(data.model, data.version)
+        ctx.log(f"deployed {data.model} version {data.version}")
+        return Deployed(deployed=record)
+
+    return {"evaluate": evaluate, "deploy": deploy}
 
 
 def register(app: Celery, runtime: WorkerRuntime, repository: ModelRepository) -> None:
     settings = runtime.settings
-    store = ModelStore(settings.store_dir)
 
-    @app.task(name=DETECT_TASK, ignore_result=True)
+    @app.task(name=DETECT_TASK, ignore_result=True, shared=False)
     def detect(payload: dict) -> None:
-        """``payload``: ``reply_key``, ``image_b64``, optional ``model``, ``score_threshold``,
-        ``iou_threshold``, ``max_detections``.
-
-        The answer is pushed to the Redis list ``reply_key``, which the gateway's request
-        thread waits on with BLPOP (a plain pooled connection; Celery's result consumer is
-        not meant for many threads of one process). The answer is the detections, or
-        ``{"error": {...}, "status": http_status}``: a bad image is the client's problem,
-        never a task failure.
-        """
-        answer = _detect(payload)
-        reply_key = payload.get("reply_key")
+        """``payload``: a :class:`~ssdstack.detect_protocol.DetectRequest`. The reply goes to
+        its reply list, which the gateway's request thread waits on with BLPOP (a plain
+        pooled connection; Celery's result consumer is not meant for many threads of one
+        process)."""
+        reply_key = payload.get("reply_key") if isinstance(payload, dict) else None
+        reply = _detect(payload)
         if reply_key:
             pipe = runtime.jobs.redis.pipeline()
-            pipe.rpush(reply_key, json.dumps(answer))
+            pipe.rpush(reply_key, encode_reply(reply))
             pipe.expire(reply_key, REPLY_TTL_S)
             pipe.execute()
 
-    def _detect(payload: dict) -> dict:
+    def _detect(payload: dict) -> DetectAnswer | DetectError:
         try:
-            try:
-                image = base64.b64decode(payload["image_b64"], validate=True)
-            except (KeyError, binascii.Error, TypeError) as error:
-                raise InvalidInput(f"payload needs image_b64 as base64: {error}") from None
-            detector = repository.get(payload.get("model"))
-            return detector.detect(image, max_pixels=settings.max_image_pixels,
-                                   score_threshold=payload.get("score_threshold"),
-                                   iou_threshold=payload.get("iou_threshold"),
-                                   max_detections=payload.get("max_detections"))
+            request = read_request(payload)
+            detector = repository.get(request.model)
+            return DetectAnswer.model_validate(detector.detect(
+                request.image(), max_pixels=settings.max_image_pixels, score_threshold=request.score_threshold,
+                iou_threshold=request.iou_threshold, max_detections=request.max_detections))
         except SsdStackError as error:
-            return {"error": error.to_dict(), "status": error.status}
+            return DetectError.of(error)
         except Exception as error:  # keep serving; the client gets a 500 with the reason
             log.exception("detect failed")
-            return {"error": {"code": "internal_error", "message": f"{type(error).__name__}: {error}",
-                              "details": None}, "status": 500}
+            return DetectError.of(SsdStackError(f"{type(error).__name__}: {error}"))
 
-    @app.task(name=EVALUATE_TASK, bind=True, acks_late=True, ignore_result=True)
-    def evaluate(task, job_id: str) -> None:
-        def body(ctx):
-            from inferencer.evaluate import evaluate_served
-
-            job = runtime.jobs.get(job_id)
-            spec = parse_spec(job)
-            name, version = target_version(job, spec)
-            dataset = spec.dataset
-            split = "val" if isinstance(spec, PipelineSpec) else spec.split
-            served = evaluate_served(settings.store_dir, name, version, dataset, split, settings.infer_backend,
-                                     ctx, max_pixels=settings.max_image_pixels,
-                                     engine_options=engine_options(settings))
-            if not isinstance(spec, PipelineSpec):
-                return {"model": name, "version": version, "metrics": {"served": served["coco"]}}
-            result = dict(job["result"] or {})
-            result["metrics"] = dict(result.get("metrics") or {}, served=served["coco"])
-            trained_ap = result["metrics"]["trained"]["AP"]
-            drop = trained_ap - served["coco"]["AP"]
-            if drop > spec.max_map_drop:
-                raise Conflict(f"served mAP {served['coco']['AP']:.4f} is {drop:.4f} below the trained "
-                               f"{trained_ap:.4f}, more than max_map_drop {spec.max_map_drop}; not deployed",
-                               details={"trained": trained_ap, "served": served["coco"]["AP"]})
-            if spec.deploy:
-                result["deployed"] = store.deploy(name, version)
-                ctx.log(f"deployed {name} version {version}")
-            return result
-
-        runtime.run_job(task, job_id, body)
+    runtime.serve(app, EVALUATOR, stage_runners(settings))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from inferencer import tasks
 from inferencer.backends import ENGINES, engine_options
 from inferencer.repository import ModelRepository
-from ssdstack.backends import usable
+from ssdstack.backends import describe
 from ssdstack.celery_app import INFER_QUEUE, create_app
 from ssdstack.model_store import ModelStore
 from ssdstack.settings import worker_settings
@@ -16,7 +16,7 @@ from ssdstack.worker import WorkerRuntime
 
 
 def backends() -> dict:
-    return {"infer": usable(ENGINES, settings.infer_backend)}
+    return {INFER_QUEUE: describe(ENGINES, settings.infer_backend)}
 
 
 settings = worker_settings()

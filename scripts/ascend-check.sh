@@ -7,4 +7,4 @@ python="${PYTHON:-python3}"
 if [ -x "$here/../.venv/bin/python" ] && [ -z "${PYTHON:-}" ]; then
     python="$here/../.venv/bin/python"
 fi
-exec "$here/entrypoint.sh" "$python" -m ssdstack.cli ascend-check "$@"
+exec "$here/entrypoint.sh" "$python" -m cli.main ascend-check "$@"

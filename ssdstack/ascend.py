@@ -13,6 +13,10 @@ import subprocess
 
 from ssdstack.errors import BackendUnavailable
 
+# Chips ATC targets (``--soc_version``; ``npu-smi info`` shows the name without "Ascend").
+SOC_VERSIONS = ("Ascend310", "Ascend310P1", "Ascend310P3", "Ascend310B1", "Ascend310B2", "Ascend310B3",
+                "Ascend310B4", "Ascend910", "Ascend910A", "Ascend910B", "Ascend910ProA", "Ascend910ProB",
+                "Ascend910PremiumA", "Ascend910B1", "Ascend910B2", "Ascend910B3", "Ascend910B4")
 _NPU_ROW = re.compile(r"^\|\s*(\d+)\s+((?:310|910)\w*)\s*\|")
 # DVPP's resizer writes widths that are multiples of 16 and heights that are multiples of 2.
 DVPP_WIDTH_ALIGN, DVPP_HEIGHT_ALIGN = 16, 2

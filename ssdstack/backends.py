@@ -7,10 +7,11 @@ import shutil
 
 
 class Backend:
-    """Subclasses set ``name``, ``python_modules``, ``executables`` and ``install_hint``."""
+    """Subclasses set ``name``, ``artefact``, ``python_modules``, ``executables`` and ``install_hint``."""
 
     kind: str = "backend"                 # "converter backend", "inference engine"
     name: str = ""
+    artefact: str = ""                    # the manifest artefact kind it makes (converter) or serves (engine)
     python_modules: tuple[str, ...] = ()  # importable modules the backend needs
     executables: tuple[str, ...] = ()     # programs it needs on PATH
     install_hint: str = ""                # how to get them, for missing()
@@ -31,8 +32,9 @@ class Backend:
         return modules + programs
 
 
-def usable(registry: dict[str, type[Backend]], setting: str) -> list[str]:
-    """The names in ``registry`` a worker can use: every available one for ``"auto"``,
-    else the configured one if it is available (what the worker's heartbeat reports)."""
-    return [name for name, cls in registry.items()
-            if (setting == "auto" or name == setting) and cls().is_available()]
+def describe(registry: dict[str, type[Backend]], setting: str) -> list[dict]:
+    """Every backend in ``registry`` as a worker's heartbeat reports it: ``name``,
+    ``usable`` (available here and allowed by ``setting``, a name or ``"auto"``), the
+    ``artefact`` kind it makes or serves, and ``install_hint`` for when it is missing."""
+    return [{"name": name, "usable": (setting == "auto" or name == setting) and cls().is_available(),
+             "artefact": cls.artefact, "install_hint": cls.install_hint} for name, cls in registry.items()]

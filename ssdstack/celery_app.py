@@ -6,17 +6,11 @@ from celery import Celery
 
 from ssdstack.settings import CommonSettings
 
+# The queues workers take tasks from. Tasks and their routes are declared where they are
+# defined as a protocol: job stages in ssdstack.jobs.pipeline, detection in
+# ssdstack.detect_protocol; every send names its queue.
 TRAIN_QUEUE, CONVERT_QUEUE, INFER_QUEUE = "train", "convert", "infer"
 QUEUES = (TRAIN_QUEUE, CONVERT_QUEUE, INFER_QUEUE)
-
-# Task names are part of the wire protocol between services; never rename one lightly.
-TRAIN_TASK = "trainer.train"
-CONVERT_TASK = "converter.convert"
-EVALUATE_TASK = "inferencer.evaluate"
-DETECT_TASK = "inferencer.detect"
-
-TASK_QUEUES = {TRAIN_TASK: TRAIN_QUEUE, CONVERT_TASK: CONVERT_QUEUE,
-               EVALUATE_TASK: INFER_QUEUE, DETECT_TASK: INFER_QUEUE}
 
 
 def create_app(settings: CommonSettings, name: str = "ssdstack") -> Celery:
@@ -30,7 +24,6 @@ def create_app(settings: CommonSettings, name: str = "ssdstack") -> Celery:
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
-        task_routes={task: {"queue": queue} for task, queue in TASK_QUEUES.items()},
         task_default_queue=INFER_QUEUE,
         broker_transport_options=transport,
         result_backend_transport_options=transport,

@@ -83,6 +83,16 @@ class BackendUnavailable(SsdStackError):
     code = "backend_unavailable"
 
 
+class ReportedError(SsdStackError):
+    """An error another service reported (the inferencer's answer to a detect request),
+    passed on with its own code and status."""
+
+    def __init__(self, error: dict[str, Any], status: int):
+        super().__init__(error["message"], error.get("details"))
+        self.code = error["code"]
+        self.status = status
+
+
 class JobFailed(SsdStackError):
     """A job step failed in a way the job record should show verbatim."""
 

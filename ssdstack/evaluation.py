@@ -20,6 +20,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ssdstack.errors import Conflict
+
 # The 12 numbers COCOeval.summarize() prints, in its order.
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
                      "AR_1", "AR_10", "AR_100", "AR_small", "AR_medium", "AR_large")
@@ -113,6 +115,16 @@ def evaluate_detections(annotation_file: Path, results: list[dict]) -> CocoEvalu
         precision_50=precision[at_50].T.copy(), precision_mean=precision.mean(axis=0).T)
 
 
+def check_map_drop(trained_ap: float, served_ap: float, max_map_drop: float) -> None:
+    """The deploy gate: Conflict when the served mAP is more than ``max_map_drop`` below the
+    trained one (the converted artefact lost accuracy); passes otherwise."""
+    drop = trained_ap - served_ap
+    if drop > max_map_drop:
+        raise Conflict(f"served mAP {served_ap:.4f} is {drop:.4f} below the trained {trained_ap:.4f}, "
+                       f"more than max_map_drop {max_map_drop}; not deployed",
+                       details={"trained": trained_ap, "served": served_ap})
+
+
 def coco_evaluate(annotation_file: Path, results: list[dict]) -> dict[str, float]:
     """The 12 COCO summary numbers by name (see :func:`evaluate_detections`)."""
     return evaluate_detections(annotation_file, results).coco
@@ -171,7 +183,7 @@ def stage_report(version_folder: Path, evaluation: EngineEvaluation, dataset: st
 
 def plot_pr_curves(scores: CocoEvaluation, title: str) -> bytes:
     """PNG bytes: precision-recall per class at IoU .5 (left) and averaged over IoU .50:.95 (right)."""
-    # Imported here so that processes that never plot (the gateway) never load matplotlib.
+    # Optional: only the trainer's and inferencer's extras install matplotlib (the gateway never plots).
     # Figure without pyplot: no global backend or figure registry, safe in worker threads.
     from matplotlib.figure import Figure
 

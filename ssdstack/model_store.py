@@ -31,6 +31,8 @@ from ssdstack.errors import Conflict, InvalidInput, NotFound
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MANIFEST = "manifest.json"
+# The manifest's layout. Manifests carry it as ``schema_version``; those written before
+# the key existed carry ``schema`` (same layout, still written for their readers).
 MANIFEST_SCHEMA = 1
 
 
@@ -121,8 +123,9 @@ class ModelStore:
         check_name(name)
         model_dir = self.models_dir / name
         model_dir.mkdir(parents=True, exist_ok=True)
-        manifest = dict(manifest, schema=MANIFEST_SCHEMA, name=name, created_at=utc_now(),
-                        artefacts={kind: self._describe(staged / file, staged) for kind, file in artefacts.items()})
+        described = {kind: self._describe(staged / file, staged) for kind, file in artefacts.items()}
+        manifest = dict(manifest, schema=MANIFEST_SCHEMA, schema_version=MANIFEST_SCHEMA, name=name,
+                        created_at=utc_now(), artefacts=described)
         for _ in range(100):
             # Numbers of folders without a manifest (left by a crash) are skipped, not reused.
             taken = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
@@ -198,7 +201,13 @@ class ModelStore:
         return folder
 
     def manifest(self, name: str, version: int) -> dict:
-        return json.loads((self.version_dir(name, version) / MANIFEST).read_text())
+        """The version's manifest; Conflict for one a newer release wrote."""
+        manifest = json.loads((self.version_dir(name, version) / MANIFEST).read_text())
+        schema = manifest.get("schema_version", manifest.get("schema", MANIFEST_SCHEMA))
+        if schema > MANIFEST_SCHEMA:
+            raise Conflict(f"model {name!r} version {version} has a manifest of schema {schema}, written by a newer "
+                           f"release; this one reads schema {MANIFEST_SCHEMA}")
+        return manifest
 
     def artefact_path(self, name: str, version: int, kind: str, manifest: dict | None = None) -> Path:
         manifest = manifest or self.manifest(name, version)

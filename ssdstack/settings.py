@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated, Literal
 
-from ssdstack.jobs.specs import SOC_VERSIONS
+from ssdstack.ascend import SOC_VERSIONS
 
 
 class CommonSettings(BaseSettings):

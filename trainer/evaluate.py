@@ -4,14 +4,16 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from mindspore import Tensor
 
 from ssdstack.datasets.coco import CocoSplit
 from ssdstack.detection.boxes import normalised_to_pixels
 from ssdstack.detection.nms import PostprocessConfig, postprocess
 from ssdstack.evaluation import EngineEvaluation, detections_to_coco, evaluate_detections
 from ssdstack.jobs.context import JobCancelled, JobContext
+from ssdstack.recipes import Recipe
 from trainer.data import eval_inputs
-from trainer.recipes import Recipe
+from trainer.network import build_inference
 
 
 def evaluate_mindspore(inference, recipe: Recipe, split: CocoSplit, ctx: JobContext) -> EngineEvaluation:
@@ -20,8 +22,6 @@ def evaluate_mindspore(inference, recipe: Recipe, split: CocoSplit, ctx: JobCont
     ``.summary()`` is what the manifest records as ``metrics.trained``;
     ``ssdstack.evaluation.stage_report`` writes the full report (per-class AP, curves, detections).
     """
-    from mindspore import Tensor
-
     config = PostprocessConfig(**recipe.postprocess)
     category_ids = np.asarray(split.category_ids)
     results = []
@@ -42,8 +42,6 @@ def evaluate_mindspore(inference, recipe: Recipe, split: CocoSplit, ctx: JobCont
 
 def evaluate_network(network, recipe: Recipe, split: CocoSplit, ctx: JobContext) -> EngineEvaluation:
     """:func:`evaluate_mindspore` of an ``SSD``: its inference cell in eval mode."""
-    from trainer.network import build_inference
-
     inference = build_inference(network, recipe)
     inference.set_train(False)
     return evaluate_mindspore(inference, recipe, split, ctx)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
+from mindspore import Tensor
 
 from ssdstack.datasets.coco import CocoSplit
 from ssdstack.images import resize_stretch
+from ssdstack.recipes import Recipe
 from trainer.data import load_rgb, normalise
-from trainer.recipes import Recipe
+from trainer.network import build_inference
 
 REFERENCE_IMAGES = 4
 
@@ -30,11 +33,6 @@ def export_network(network, recipe: Recipe, images: np.ndarray, out_dir: Path,
                    formats=("MINDIR", "ONNX")) -> dict[str, str]:
     """Write artefacts into ``out_dir``, with ``images`` (see :func:`reference_images`) as the
     reference inputs; returns ``{kind: file name}``."""
-    import mindspore as ms
-    from mindspore import Tensor
-
-    from trainer.network import build_inference
-
     network.set_train(False)
     inference = build_inference(network, recipe)
     inference.set_train(False)

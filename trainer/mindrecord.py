@@ -35,7 +35,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
+import mindspore.dataset as ds
 import numpy as np
+from mindspore.mindrecord import FileReader, FileWriter
 
 from ssdstack.datasets.coco import SPLITS, CocoSplit, ImageRecord, load_coco_split
 from ssdstack.datasets.store import DatasetStore
@@ -121,8 +123,6 @@ def mindrecord_for(store_dir: Path, dataset_name: str, split: str) -> CachedMind
 def write_mindrecord(split: CocoSplit, file: Path) -> int:
     """Write ``split`` as a MindRecord ``file`` (plus ``file.db``) with :data:`SCHEMA`;
     returns the number of rows. ``file`` must not exist."""
-    from mindspore.mindrecord import FileWriter
-
     if not split.records:
         raise InvalidDataset(f"split {split.split!r} has no images")
     largest = max(split.records, key=lambda record: Path(record.path).stat().st_size)
@@ -162,8 +162,6 @@ class MindRecordSource:
     """
 
     def __init__(self, file: Path, num_parallel_workers: int = 2):
-        from mindspore.mindrecord import FileReader
-
         self.file = Path(file)
         self.name = self.file.stem
         self.num_parallel_workers = num_parallel_workers
@@ -186,8 +184,6 @@ class MindRecordSource:
 
     def read_images(self, indices: Sequence[int]) -> Generator[bytes, None, None]:
         """The stored image file bytes of ``records[i]`` for each ``i`` in ``indices``."""
-        import mindspore.dataset as ds
-
         indices = [int(i) for i in indices]
         if not indices:
             return

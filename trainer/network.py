@@ -10,12 +10,12 @@ Parameter-name prefixes: ``backbone.`` (what an ImageNet checkpoint maps onto),
 from __future__ import annotations
 
 from ssdstack.detection.priors import prior_boxes
+from ssdstack.recipes import Recipe
 from trainer.backbones.fpn import FeaturePyramid
 from trainer.backbones.mobilenet_v1 import MobileNetV1Features
 from trainer.backbones.mobilenet_v2 import MobileNetV2Features, mobilenet_v2_extras
 from trainer.backbones.resnet import RESNET34_FEATURE_CHANNELS, resnet34_extras, resnet34_features, resnet50_features
 from trainer.backbones.vgg16 import VGG16_FEATURE_CHANNELS, VGG16Features, vgg16_extras
-from trainer.recipes import Recipe
 from trainer.ssd import CLS_BIAS_INIT, SSD, LevelHeads, SsdInference, WeightSharedHead
 
 

@@ -1,52 +1,51 @@
-"""Celery tasks of the trainer: thin wrappers around :mod:`trainer.service`."""
+"""The trainer's stages (train, import, load, export) as the worker serves them (see
+:mod:`ssdstack.jobs.pipeline`); every job that makes a version from MindSpore weights
+runs them."""
 from __future__ import annotations
 
 import shutil
 
 from celery import Celery
 
-from ssdstack.celery_app import CONVERT_TASK, TRAIN_TASK
-from ssdstack.jobs.pipeline import parse_spec
-from ssdstack.jobs.records import TERMINAL
-from ssdstack.jobs.specs import ExportSpec, ImportSpec, PipelineSpec
-from ssdstack.model_store import ModelStore
-from ssdstack.worker import NextStage, WorkerRuntime
+from ssdstack.jobs.context import JobContext
+from ssdstack.jobs.pipeline import TRAINER
+from ssdstack.jobs.specs import ExportSpec, ImportSpec, TrainSpec
+from ssdstack.jobs.stage_data import Published, Trained
+from ssdstack.settings import WorkerSettings
+from ssdstack.worker import WorkerRuntime
 from trainer.ascendjob import Cluster
-from trainer.service import export_and_publish, import_and_publish, published_result, run_dir_for, train_and_publish
+from trainer.publish import export_version
+from trainer.service import import_weights, load_version, run_dir_for, train_weights
 
-# Every job that makes a version from MindSpore weights runs here: train, pipeline, import, export.
-PUBLISHERS = {ImportSpec: import_and_publish, ExportSpec: export_and_publish}
+
+def stage_runners(settings: WorkerSettings) -> dict:
+    """Stage name -> function, for the trainer's stages."""
+    cluster = Cluster(settings.trainer_image, settings.k8s_namespace, settings.store_pvc)
+    device = settings.train_device
+
+    def train(ctx: JobContext, spec: TrainSpec) -> Trained:
+        return train_weights(spec, settings.store_dir, settings.work_dir / ctx.job_id, ctx, device, cluster)
+
+    def import_(ctx: JobContext, spec: ImportSpec) -> Trained:
+        return import_weights(spec, settings.store_dir, settings.work_dir / ctx.job_id, ctx, device)
+
+    def load(ctx: JobContext, spec: ExportSpec) -> Trained:
+        return load_version(spec, settings.store_dir, ctx, device)
+
+    def export(ctx: JobContext, data: Trained) -> Published:
+        return export_version(data, settings.store_dir, settings.work_dir / ctx.job_id, ctx.job_id, ctx)
+
+    return {"train": train, "import": import_, "load": load, "export": export}
 
 
 def register(app: Celery, runtime: WorkerRuntime) -> None:
     settings = runtime.settings
-    store = ModelStore(settings.store_dir)
-    cluster = Cluster(settings.trainer_image, settings.k8s_namespace, settings.store_pvc)
 
-    @app.task(name=TRAIN_TASK, bind=True, acks_late=True, ignore_result=True)
-    def train(task, job_id: str) -> None:
-        def body(ctx):
-            job = runtime.jobs.get(job_id)
-            spec = parse_spec(job)
-            # A delivery after a crash that followed publishing must not train again.
-            published = store.version_by_job(spec.model, job_id)
-            if published is None:
-                publish = PUBLISHERS.get(type(spec), train_and_publish)
-                options = {"cluster": cluster} if publish is train_and_publish else {}
-                result = publish(spec, settings.store_dir, settings.work_dir / job_id, job_id, ctx,
-                                 default_device=settings.train_device, **options)
-            else:
-                ctx.log(f"version {published['version']} was already published by an earlier delivery")
-                result = published_result(published)
-            if isinstance(spec, PipelineSpec):
-                runtime.jobs.merge_result(job_id, result)
-                return NextStage(CONVERT_TASK)
-            return result
+    def clean_up(job_id: str) -> None:
+        # Checkpoints and trained weights only serve this route's stages: once the job has
+        # left them (finished, or handed on), they are never read again.
+        if runtime.done_here(job_id):
+            shutil.rmtree(run_dir_for(settings.store_dir, job_id), ignore_errors=True)
+            shutil.rmtree(settings.work_dir / job_id, ignore_errors=True)
 
-        try:
-            runtime.run_job(task, job_id, body)
-        finally:
-            if runtime.jobs.state(job_id) in TERMINAL:
-                # Checkpoints only serve a resume; a finished job is never resumed.
-                shutil.rmtree(run_dir_for(settings.store_dir, job_id), ignore_errors=True)
-                shutil.rmtree(settings.work_dir / job_id, ignore_errors=True)
+    runtime.serve(app, TRAINER, stage_runners(settings), after=clean_up)

@@ -12,17 +12,24 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
+import mindspore as ms
 import numpy as np
+from mindspore import Tensor, amp, nn
 
 from ssdstack.datasets.coco import CocoSplit
 from ssdstack.errors import JobFailed
 from ssdstack.jobs.context import JobCancelled, JobContext
+from ssdstack.recipes import Recipe
 from trainer.data import TrainBatches
-from trainer.recipes import Recipe
+from trainer.network import build_ssd
+from trainer.parallel import gradient_reducer
 from trainer.schedule import warmup_cosine
+from trainer.ssd import SsdLoss
+from trainer.train_step import TrainStep
+from trainer.transfer import freeze_backbone, load_pretrained, normalise_name
 
 AMP_LEVELS = ("O0", "O2", "O3")  # O1 rewrites the network's Python source, which MindSpore 2.8 fails on
 
@@ -80,8 +87,6 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
 
 def _write_checkpoint(cell, folder: Path, name: str, marker: str, info: dict) -> None:
     """Write ``name`` then its json marker, each complete or not at all."""
-    import mindspore as ms
-
     folder.mkdir(parents=True, exist_ok=True)
     # save_checkpoint appends ".ckpt" to any other suffix; write under a hidden name, then rename.
     partial = folder / f".partial-{name}"
@@ -120,8 +125,6 @@ def _parameter_groups(network, weight_decay: float) -> list[dict]:
 
 def _amp(network, level: str):
     """The cell to train: ``network`` itself at O0, else MindSpore's float16 cast of it."""
-    from mindspore import amp
-
     if level not in AMP_LEVELS:
         raise JobFailed(f"AMP level {level!r} is not supported here; choose one of {list(AMP_LEVELS)}")
     if level == "O0":
@@ -133,15 +136,59 @@ def _amp(network, level: str):
 
 def float32_copy(network, recipe: Recipe):
     """A fresh float32 network with ``network``'s weights (AMP casts its cells in place)."""
-    from trainer.network import build_ssd
-    from trainer.transfer import normalise_name
-
     fresh = build_ssd(recipe, network.num_classes)
     # AMP moves cells under ``_backbone`` attributes; parameter names stay as they were.
     trained = {normalise_name(p.name): p for p in network.get_parameters()}
     for parameter in fresh.get_parameters():
         parameter.set_data(trained[normalise_name(parameter.name)].data.astype(parameter.dtype))
     return fresh
+
+
+def _train_step(network, recipe: Recipe, config: TrainConfig, lr: np.ndarray, group_size: int) -> TrainStep:
+    """The loss-scaled step: momentum on ``lr`` (one value per step), AMP, clipping, and the
+    gradient all-reduce of ``group_size`` ranks."""
+    optimizer = nn.Momentum(_parameter_groups(network, config.weight_decay), Tensor(lr), config.momentum)
+    loss_net = SsdLoss(_amp(network, config.amp_level), gamma=recipe.focal_gamma, alpha=recipe.focal_alpha)
+    return TrainStep(loss_net, optimizer, config.loss_scale, dynamic=config.loss_scale_dynamic,
+                     clip_global_norm=config.clip_global_norm,
+                     grad_reducer=gradient_reducer(optimizer.parameters, group_size))
+
+
+def _restore(train_step, found: tuple[Path, int], ctx: JobContext) -> int:
+    """Load checkpoint ``found`` (path, completed epochs) into ``train_step``; the epochs done."""
+    path, start_epoch = found
+    # The learning-rate table is rebuilt from the spec; the restored global step picks
+    # the position in it.
+    state = {k: v for k, v in ms.load_checkpoint(str(path)).items() if k != "learning_rate"}
+    not_loaded, _ = ms.load_param_into_net(train_step, state)
+    not_loaded = [name for name in not_loaded if name != "learning_rate"]
+    if not_loaded:
+        raise JobFailed(f"checkpoint {path.name} does not fit this network", details=not_loaded[:20])
+    ctx.log(f"resuming from {path.name} after epoch {start_epoch}")
+    return start_epoch
+
+
+class _BestByMap:
+    """Val mAP checks during training: their history, and the best weights so far kept
+    beside the checkpoints as ``best.ckpt``; both survive a resume."""
+
+    def __init__(self, run_dir: Path, start_epoch: int):
+        self.run_dir = run_dir
+        # An evaluation can run after the last saved checkpoint; it is run again after the resume.
+        self.history = [entry for entry in _history(run_dir) if entry["epoch"] <= start_epoch]
+        best = best_checkpoint(run_dir)
+        self.best = best[1] if best else None
+
+    def record(self, network, epochs_done: int, score: float, ctx: JobContext) -> None:
+        self.history.append({"epoch": epochs_done, "map": round(score, 5)})
+        ctx.log(f"epoch {epochs_done}: val mAP {score:.4f}")
+        folder = _checkpoint_dir(self.run_dir)
+        if self.best is None or score > self.best["map"]:
+            self.best = {"epoch": epochs_done, "map": score}
+            _write_checkpoint(network, folder, "best.ckpt", "best.json", self.best)
+        marker_tmp = folder / ".history.json.tmp"
+        marker_tmp.write_text(json.dumps(self.history))
+        os.replace(marker_tmp, folder / "history.json")
 
 
 def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir: Path, ctx: JobContext, *,
@@ -157,18 +204,8 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
     ``rank`` of ``group_size`` trains on its shard of every batch and averages gradients
     with the others; only rank 0 writes checkpoints, and only rank 0 is given ``evaluate``.
     """
-    import mindspore as ms
-    from mindspore import Tensor, nn
-
-    from trainer.distributed import gradient_reducer
-    from trainer.network import build_ssd
-    from trainer.ssd import SsdLoss
-    from trainer.train_step import TrainStep
-    from trainer.transfer import freeze_backbone, load_pretrained
-
     ms.set_seed(config.seed)
-    num_classes = len(split.label_names) + 1
-    network = build_ssd(recipe, num_classes)
+    network = build_ssd(recipe, len(split.label_names) + 1)
     found = latest_checkpoint(run_dir)
     initialised = initialise(network) if initialise is not None and found is None else None
     if config.freeze_backbone:
@@ -178,11 +215,7 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
     steps_per_epoch = batches.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
     lr = warmup_cosine(config.lr, total_steps, int(config.warmup_epochs * steps_per_epoch))
-    optimizer = nn.Momentum(_parameter_groups(network, config.weight_decay), Tensor(lr), config.momentum)
-    loss_net = SsdLoss(_amp(network, config.amp_level), gamma=recipe.focal_gamma, alpha=recipe.focal_alpha)
-    train_step = TrainStep(loss_net, optimizer, config.loss_scale, dynamic=config.loss_scale_dynamic,
-                           clip_global_norm=config.clip_global_norm,
-                           grad_reducer=gradient_reducer(optimizer.parameters, group_size))
+    train_step = _train_step(network, recipe, config, lr, group_size)
 
     def train_mode() -> None:
         train_step.set_train(True)
@@ -190,38 +223,8 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
             network.backbone.set_train(False)  # frozen BatchNorm keeps its running statistics
 
     train_mode()
-    start_epoch = 0
-    if found is not None:
-        path, start_epoch = found
-        # The learning-rate table is rebuilt from the spec; the restored global step picks
-        # the position in it.
-        state = {k: v for k, v in ms.load_checkpoint(str(path)).items() if k != "learning_rate"}
-        not_loaded, _ = ms.load_param_into_net(train_step, state)
-        not_loaded = [name for name in not_loaded if name != "learning_rate"]
-        if not_loaded:
-            raise JobFailed(f"checkpoint {path.name} does not fit this network", details=not_loaded[:20])
-        ctx.log(f"resuming from {path.name} after epoch {start_epoch}")
-
-    # An evaluation can run after the last saved checkpoint; it is run again after the resume.
-    history = [entry for entry in _history(run_dir) if entry["epoch"] <= start_epoch]
-    best = best_checkpoint(run_dir)
-    best_info = best[1] if best else None
-
-    def check(epochs_done: int) -> None:
-        nonlocal best_info
-        network.set_train(False)
-        score = float(evaluate(network))
-        train_mode()
-        history.append({"epoch": epochs_done, "map": round(score, 5)})
-        ctx.log(f"epoch {epochs_done}: val mAP {score:.4f}")
-        folder = _checkpoint_dir(run_dir)
-        if best_info is None or score > best_info["map"]:
-            best_info = {"epoch": epochs_done, "map": score}
-            _write_checkpoint(network, folder, "best.ckpt", "best.json", best_info)
-        marker_tmp = folder / ".history.json.tmp"
-        marker_tmp.write_text(json.dumps(history))
-        os.replace(marker_tmp, folder / "history.json")
-
+    start_epoch = _restore(train_step, found, ctx) if found is not None else 0
+    evaluations = _BestByMap(run_dir, start_epoch)
     started = time.monotonic()
     steps_done = 0
     loss_value = float("nan")
@@ -246,15 +249,18 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
         epochs_done = epoch + 1
         if evaluate is not None and config.eval_every and (
                 epochs_done % config.eval_every == 0 or epochs_done == config.epochs):
-            check(epochs_done)
+            network.set_train(False)
+            evaluations.record(network, epochs_done, float(evaluate(network)), ctx)
+            train_mode()
         if is_writer and (epochs_done % config.checkpoint_every == 0 or epochs_done == config.epochs):
             _save_checkpoint(train_step, run_dir, epochs_done, config.keep_checkpoint_max)
             ctx.log(f"checkpoint after epoch {epochs_done}, loss {loss_value:.4f}")
 
     final = float32_copy(network, recipe) if config.amp_level != "O0" else network
-    if is_writer and best_info is not None and best_info["epoch"] != config.epochs:
+    best = evaluations.best
+    if is_writer and best is not None and best["epoch"] != config.epochs:
         load_pretrained(final, ms.load_checkpoint(str(_checkpoint_dir(run_dir) / "best.ckpt")), head_filter="none")
-        ctx.log(f"publishing the weights of epoch {best_info['epoch']} (val mAP {best_info['map']:.4f})")
+        ctx.log(f"publishing the weights of epoch {best['epoch']} (val mAP {best['map']:.4f})")
     return TrainOutcome(network=final, epochs_run=config.epochs - start_epoch, resumed_from_epoch=start_epoch,
                         final_loss=loss_value, seconds=time.monotonic() - started, initialised=initialised,
-                        best=best_info, history=history)
+                        best=best, history=evaluations.history)

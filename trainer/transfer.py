@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
+from mindspore import Tensor
 
 from ssdstack.errors import JobFailed
 
@@ -34,8 +36,6 @@ class LoadReport:
 
 def read_checkpoint(path: Path) -> dict:
     """``mindspore.load_checkpoint`` of ``path``; a file that is not one fails the job saying so."""
-    import mindspore as ms
-
     try:
         return ms.load_checkpoint(str(path))
     except (ValueError, RuntimeError, OSError) as error:
@@ -67,8 +67,6 @@ def _describe(name: str, shape) -> str:
 
 
 def _assign(targets: dict, values: dict[str, np.ndarray]) -> None:
-    from mindspore import Tensor
-
     for name, value in values.items():
         parameter = targets[name]
         parameter.set_data(Tensor(value, dtype=parameter.dtype))

@@ -14,12 +14,13 @@ from trainer import tasks
 
 
 def backends() -> dict:
-    return {"train": ["mindspore"] if importlib.util.find_spec("mindspore") else [],
-            "device": worker_settings().train_device}
+    return {TRAIN_QUEUE: [{"name": "mindspore", "usable": importlib.util.find_spec("mindspore") is not None,
+                           "artefact": "", "install_hint": "pip install 'ssdstack[trainer]' (mindspore 2.8.0), or "
+                           "build on an ascend-mindspore base image with the trainer-ascend extra"}]}
 
 
 settings = worker_settings()
 app = create_app(settings, "trainer")
-runtime = WorkerRuntime("trainer", [TRAIN_QUEUE], settings, backends)
+runtime = WorkerRuntime("trainer", [TRAIN_QUEUE], settings, backends, notes={"device": settings.train_device})
 runtime.install(app)
 tasks.register(app, runtime)

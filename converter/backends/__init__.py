@@ -1,7 +1,7 @@
 """Conversion backends, by name; ``select_backend("auto")`` takes the first available."""
 from __future__ import annotations
 
-from converter.backends.atc import AtcBackend, target_chip_known
+from converter.backends.atc.backend import AtcBackend, target_chip_known
 from converter.backends.base import ConverterBackend, ConvertResult
 from converter.backends.onnxruntime import OnnxRuntimeBackend
 from ssdstack.errors import BackendUnavailable

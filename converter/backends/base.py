@@ -11,6 +11,23 @@ from pathlib import Path
 
 from ssdstack.backends import Backend
 from ssdstack.jobs.context import JobContext
+from ssdstack.jobs.specs import AtcOptions
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How to convert; each backend reads its own fields.
+
+    ``tolerance``: the accuracy check's bound on max abs differences; ``atc``: the ``atc``
+    backend's options, validated with the job's spec; ``soc_version``: its target chip,
+    resolved (the options', the converter's setting or the host's NPU); ``log_dir``: where
+    a tool's detailed logs go (default: inside the staging folder).
+    """
+
+    tolerance: float = 1e-4
+    atc: AtcOptions = field(default_factory=AtcOptions)
+    soc_version: str | None = None
+    log_dir: Path | None = None
 
 
 @dataclass
@@ -34,15 +51,8 @@ class ConverterBackend(Backend):
     """Base class: subclasses set the class attributes and implement :meth:`convert`."""
 
     kind = "converter backend"
-    artefact_kind: str = ""
 
-    def convert(self, version_dir: Path, manifest: dict, out_dir: Path, options: dict,
+    def convert(self, version_dir: Path, manifest: dict, out_dir: Path, options: ConvertOptions,
                 ctx: JobContext) -> ConvertResult:
-        """Convert the version in ``version_dir`` (described by ``manifest``) into ``out_dir``.
-
-        ``options``: ``tolerance`` (the accuracy check's bound on max abs differences),
-        ``atc`` (:class:`ssdstack.jobs.specs.AtcOptions` as a dict),
-        ``default_soc_version`` (the worker's setting) and ``log_dir`` (where a tool's detailed
-        logs go); each backend reads its own.
-        """
+        """Convert the version in ``version_dir`` (described by ``manifest``) into ``out_dir``."""
         raise NotImplementedError

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.backends.base import ConverterBackend, ConvertResult
+from converter.backends.base import ConverterBackend, ConvertOptions, ConvertResult
 from converter.check import check_against_reference
 from ssdstack.errors import JobFailed
 from ssdstack.jobs.context import JobContext
@@ -32,16 +32,17 @@ OUTPUT_NAMES = ("boxes", "scores")
 
 class OnnxRuntimeBackend(ConverterBackend):
     name = "onnxruntime"
-    artefact_kind = "serving_onnxruntime"
+    artefact = "serving_onnxruntime"
     python_modules = ("onnx", "onnxruntime")
     install_hint = "pip install 'ssdstack[converter]' (onnx and onnxruntime)"
 
-    def convert(self, version_dir: Path, manifest: dict, out_dir: Path, options: dict,
+    def convert(self, version_dir: Path, manifest: dict, out_dir: Path, options: ConvertOptions,
                 ctx: JobContext) -> ConvertResult:
+        # Optional runtimes, imported on use: listing backends must not need them.
         import onnx
         import onnxruntime as ort
 
-        tolerance = float(options.get("tolerance", 1e-4))
+        tolerance = options.tolerance
         source = _artefact(version_dir, manifest, "onnx")
         reference = _artefact(version_dir, manifest, "reference")
         size = int(manifest["image_size"])
@@ -80,13 +81,13 @@ class OnnxRuntimeBackend(ConverterBackend):
             "onnxruntime_version": ort.__version__,
             "seconds": round(time.monotonic() - started, 3),
         }
-        return ConvertResult(self.artefact_kind, target, check, details)
+        return ConvertResult(self.artefact, target, check, details)
 
 
 def fold_preprocessing(model, image_size: int, mean, std) -> None:
     """Edit ``model`` (an ``onnx.ModelProto`` taking ``[1, 3, S, S]`` float) in place so that it
     takes ``image`` uint8 ``[1, S, S, 3]`` RGB and names its two outputs ``boxes``, ``scores``."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper  # optional runtime, as in convert
 
     graph = model.graph
     initialisers = {tensor.name for tensor in graph.initializer}

@@ -7,35 +7,26 @@ from fastapi import APIRouter, Body, Query
 
 from gateway.deps import Authorized, CeleryDep, JobsDep
 from gateway.errors import BROKER_ERRORS
-from ssdstack.celery_app import CONVERT_TASK, EVALUATE_TASK, TRAIN_TASK
-from ssdstack.jobs.pipeline import send_stage
-from converter.backends import BACKENDS
-from inferencer.backends import ENGINES
 from ssdstack.errors import BackendUnavailable, ServiceUnavailable
-from ssdstack.jobs.specs import JobSpec
+from ssdstack.jobs.pipeline import JOB_TYPES, JobSpec, send_stage
 from ssdstack.worker import live_workers
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized)
 
-FIRST_STAGE = {"train": TRAIN_TASK, "pipeline": TRAIN_TASK, "import": TRAIN_TASK, "export": TRAIN_TASK,
-               "convert": CONVERT_TASK, "evaluate": EVALUATE_TASK}
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-
-
-# The engine that serves each converter backend's artefact.
-SERVING_ENGINE = {"onnxruntime": "onnxruntime", "atc": "mxsdk"}
 
 
 @router.post("", status_code=202, summary="Submit a job (train | pipeline | import | export | convert | evaluate)")
 def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, celery: CeleryDep) -> dict:
-    job = jobs.create(spec.type, spec.model_dump())
+    job_type = JOB_TYPES[spec.type]
+    job = jobs.create(spec.type, spec.model_dump(), job_type.stage_names)
     missing = missing_backend(spec, live_workers(jobs.redis))
     if missing:
         # Queued, it would wait for a worker that never comes (or fail after the stages before).
         jobs.fail(job["id"], "backend_unavailable", missing)
         raise BackendUnavailable(missing, details={"job": job["id"]})
     try:
-        send_stage(celery, jobs, FIRST_STAGE[spec.type], job["id"], first=True)
+        send_stage(celery, jobs, job["id"], job_type, 0)
     except BROKER_ERRORS as error:
         # No message means no worker will ever pick the job up: say so on the record too.
         jobs.fail(job["id"], "broker_unavailable", f"the job could not be queued: {error}")
@@ -44,8 +35,10 @@ def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, celery: CeleryDe
 
 
 def missing_backend(spec, workers: list[dict]) -> str:
-    """Why the live workers cannot run ``spec``'s named backends ("" when they can, or when
-    a queue has no live worker yet: the job then waits for one, as any job does).
+    """Why the live workers cannot run ``spec``'s named converter backend and, for a
+    pipeline, an engine serving its artefact ("" when they can, or when a queue has no live
+    worker yet: the job then waits for one, as any job does). What each worker has, and
+    how to install what it lacks, comes from its heartbeat.
 
     Every live worker of the queue must have the backend: Celery hands a task to any of
     them, so one without it would fail the job by chance.
@@ -53,29 +46,28 @@ def missing_backend(spec, workers: list[dict]) -> str:
     backend = getattr(spec, "backend", "auto")
     if backend == "auto":
         return ""
-    needs = [("convert", backend, "converter")]
-    if spec.type == "pipeline":
-        needs.append(("infer", SERVING_ENGINE[backend], "inferencer"))
-    for queue, name, service in needs:
-        lacking = [w for w in workers if queue in w["queues"] and name not in w.get("backends", {}).get(queue, [])]
-        if lacking:
-            have = "; ".join(f"{w['worker_id']}: {', '.join(w.get('backends', {}).get(queue, [])) or 'none'}"
-                             for w in lacking)
-            hint = (BACKENDS[name] if queue == "convert" else ENGINES[name])().install_hint
-            return (f"live {service}s without the {name!r} backend take {queue!r} tasks too ({have}); every "
-                    f"{service} on the queue needs it: {hint}")
-    return ""
-    needs = [("convert", backend, "converter")]
-    if spec.type == "pipeline":
-        needs.append(("infer", SERVING_ENGINE[backend], "inferencer"))
-    for queue, name, service in needs:
-        serving = [w for w in workers if queue in w["queues"]]
-        if serving and not any(name in w.get("backends", {}).get(queue, []) for w in serving):
-            have = "; ".join(f"{w['worker_id']}: {', '.join(w.get('backends', {}).get(queue, [])) or 'none'}"
-                             for w in serving)
-            hint = (BACKENDS[name] if queue == "convert" else ENGINES[name])().install_hint
-            return f"no live {service} has the {name!r} backend ({have}): {hint}"
-    return ""
+    missing = _lacking(workers, "convert", "converter", lambda entry: entry["name"] == backend, backend)
+    if missing or spec.type != "pipeline":
+        return missing
+    artefacts = {entry["artefact"] for entry in _details(workers, "convert") if entry["name"] == backend}
+    engines = sorted({entry["name"] for entry in _details(workers, "infer") if entry["artefact"] in artefacts})
+    return _lacking(workers, "infer", "inferencer", lambda entry: entry["artefact"] in artefacts,
+                    " or ".join(engines) or f"one serving {backend}'s artefact")
+
+
+def _details(workers: list[dict], queue: str) -> list[dict]:
+    return [entry for w in workers for entry in w.get("backend_details", {}).get(queue, [])]
+
+
+def _lacking(workers: list[dict], queue: str, service: str, wanted, name: str) -> str:
+    lacking = [w for w in workers if queue in w["queues"]
+               and not any(wanted(entry) and entry["usable"] for entry in w.get("backend_details", {}).get(queue, []))]
+    if not lacking:
+        return ""
+    have = "; ".join(f"{w['worker_id']}: {', '.join(w.get('backends', {}).get(queue, [])) or 'none'}" for w in lacking)
+    hints = sorted({entry["install_hint"] for entry in _details(lacking, queue) if wanted(entry)})
+    return (f"live {service}s without the {name!r} backend take {queue!r} tasks too ({have}); every "
+            f"{service} on the queue needs it: {'; '.join(hints) or 'no worker knows how to install it'}")
 
 
 @router.get("", summary="List jobs, newest first")
@@ -85,7 +77,7 @@ def list_jobs(jobs: JobsDep, state: State | None = None, type: str | None = None
     return {"jobs": jobs.list(limit=limit, offset=offset, state=state, job_type=type)}
 
 
-@router.get("/{job_id}", summary="One job: state, progress, result or error")
+@router.get("/{job_id}", summary="One job: state, stages, progress, result or error")
 def get_job(job_id: str, jobs: JobsDep) -> dict:
     return jobs.get(job_id)
 

@@ -3,7 +3,7 @@ version was converted for."""
 from __future__ import annotations
 
 from inferencer.backends.base import InferenceEngine
-from inferencer.backends.mxsdk import MxSdkEngine
+from inferencer.backends.mxsdk.engine import MxSdkEngine
 from inferencer.backends.onnxruntime import OnnxRuntimeEngine
 from ssdstack.errors import BackendUnavailable, Conflict
 from ssdstack.settings import WorkerSettings
@@ -41,7 +41,7 @@ def select_engine(name: str, options: dict[str, dict] | None = None, manifest: d
                                      + "; ".join(cls().missing() for cls in ENGINES.values()))
         if manifest is not None:
             artefacts = manifest.get("artefacts", {})
-            servable = [cls for cls in available if cls.serving_kind in artefacts]
+            servable = [cls for cls in available if cls.artefact in artefacts]
             if not servable:
                 raise Conflict(f"model {manifest.get('name')!r} version {manifest.get('version')} has no artefact "
                                f"for the engines here ({', '.join(cls.name for cls in available)}): convert it "

@@ -20,7 +20,7 @@ class OnnxRuntimeEngine(InferenceEngine):
     """
 
     name = "onnxruntime"
-    serving_kind = "serving_onnxruntime"
+    artefact = "serving_onnxruntime"
     python_modules = ("onnxruntime",)
     install_hint = "pip install 'ssdstack[inferencer]' (onnxruntime)"
 
@@ -34,7 +34,7 @@ class OnnxRuntimeEngine(InferenceEngine):
         self.image_size = 0
 
     def load(self, version_dir: Path, manifest: dict) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional runtime: listing engines must not need it
 
         path = self.serving_file(version_dir, manifest)
         serving = manifest.get("serving", {}).get(self.name, {})

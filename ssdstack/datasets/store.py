@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ssdstack.datasets.archive import find_dataset_root, safe_extract
-from ssdstack.datasets.coco import SPLITS, validate_coco_dataset
-from ssdstack.datasets.formats import detect_format, to_coco
+from ssdstack.datasets.coco import SPLITS
+from ssdstack.datasets.convert import as_coco
+from ssdstack.datasets.layout import detect_format
 from ssdstack.errors import Conflict, InvalidDataset, InvalidInput, NotFound, PayloadTooLarge
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -51,7 +52,7 @@ class DatasetStore:
                        expected_format: str = "auto") -> dict[str, Any]:
         """Store the zip or tar archive read from ``source`` as dataset ``name``.
 
-        The archive holds a COCO, Pascal VOC or text-format dataset (see ``formats.py``);
+        The archive holds a COCO, Pascal VOC or text-format dataset (see ``convert.py``);
         the last two are stored converted to COCO. Returns the dataset's
         ``dataset.json`` content; its ``warnings`` holds the validation's warning
         ``count`` and ``first`` messages. Raises InvalidInput for a bad name, Conflict if
@@ -81,12 +82,8 @@ class DatasetStore:
                 raise InvalidDataset(f"the archive holds a {source_format} dataset, not {expected_format}",
                                      details=[f"found at {root.relative_to(extracted).as_posix() or '.'}: "
                                               f"{', '.join(sorted(p.name for p in root.iterdir())[:8])}"])
-            if source_format != "coco":
-                # Inside work/, so images are hard-linked and leave with it on failure.
-                converted = work / "converted"
-                to_coco(root, source_format, converted)
-                root = converted
-            summary = validate_coco_dataset(root, max_pixels=limits.max_pixels)
+            # Converted inside work/, so images are hard-linked and leave with it on failure.
+            root, summary = as_coco(root, source_format, work / "converted", max_pixels=limits.max_pixels)
             info = {
                 "name": name,
                 "format": "coco",

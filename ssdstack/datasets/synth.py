@@ -14,11 +14,10 @@ Boxes are COCO ``[x, y, w, h]`` in float pixels with ``x`` the first drawn colum
 inside the image. The same arguments always give byte-identical files.
 
 ``format="voc"`` or ``"text"`` writes the same dataset in that layout instead (see
-``formats.py``), converted from the COCO one, so its boxes are the same ones.
+``convert.py``), converted from the COCO one, so its boxes are the same ones.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import tempfile
@@ -28,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ssdstack.datasets.formats import FORMATS, WRITERS
+from ssdstack.datasets.convert import WRITERS
+from ssdstack.datasets.layout import FORMATS
 from ssdstack.errors import InvalidInput
 
 # (``<colour>_<shape>``, RGB); class ``i`` has category id ``i + 1``. Any two colours differ
@@ -145,27 +145,6 @@ def _synthesize_coco(
         val_annotations=counts["val"][1],
         categories=tuple(c["name"] for c in categories),
     )
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``synth`` on an argparse subparsers object; its ``func`` runs :func:`synthesize`."""
-    parser = subparsers.add_parser("synth", help="write a synthetic detection dataset of coloured shapes")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="empty or new folder")
-    parser.add_argument("--images", type=int, default=200, metavar="N")
-    parser.add_argument("--classes", type=int, default=3, metavar="K", help=f"1..{MAX_CLASSES}")
-    parser.add_argument("--seed", type=int, default=0, metavar="S")
-    parser.add_argument("--format", choices=FORMATS, default="coco", help="dataset layout (default coco)")
-    parser.set_defaults(func=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    summary = synthesize(args.out, images=args.images, classes=args.classes, seed=args.seed, format=args.format)
-    print(
-        f"{summary.out_dir}: train {summary.train_images} images / {summary.train_annotations} boxes, "
-        f"val {summary.val_images} images / {summary.val_annotations} boxes, "
-        f"classes {', '.join(summary.categories)}"
-    )
-    return 0
 
 
 def _check_arguments(out_dir, images, classes, seed, val_fraction, min_side, max_side, format) -> None:

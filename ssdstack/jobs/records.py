@@ -2,6 +2,9 @@
 
 A job is a hash ``ssdstack:job:<id>`` (its id is also the Celery task id) with JSON
 fields, an index sorted by creation time, a capped log list, a cancel flag and a lease.
+Its ``stages`` field lists the job's stages in order, each ``{"name", "state", and once
+started "started_at", once done "finished_at" and "output"}`` (the stage's typed output,
+see :mod:`ssdstack.jobs.stage_data`); ``stage`` names the current one.
 The lease (``ssdstack:job:<id>:lease`` = worker id, with a TTL the running worker keeps
 renewing) tells a redelivered message whether its job is still being run by a live
 worker.
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -23,7 +27,8 @@ LOG_LINES_KEPT = 500
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
-JSON_FIELDS = ("spec", "progress", "result", "error")
+PENDING = "pending"  # a stage not started yet
+JSON_FIELDS = ("spec", "progress", "result", "error", "stages")
 
 # Set the state unless the job already reached a terminal one (a late worker update must
 # not turn a cancelled job back into running). Returns 1 when the state was written.
@@ -68,6 +73,10 @@ def _now() -> float:
     return round(time.time(), 3)
 
 
+def _pending(names: Sequence[str]) -> list[dict]:
+    return [{"name": name, "state": PENDING} for name in names]
+
+
 class JobStore:
     def __init__(self, client: redis.Redis, retention_s: int = 30 * 24 * 3600):
         self.redis = client
@@ -85,11 +94,14 @@ class JobStore:
                                         socket_connect_timeout=5, health_check_interval=30), retention_s)
 
     # -- records ---------------------------------------------------------------
-    def create(self, job_type: str, spec: dict) -> dict:
+    def create(self, job_type: str, spec: dict, stages: Sequence[str] | None = None) -> dict:
+        """A queued job; ``stages``: the names of its stages, in order."""
         job_id = uuid.uuid4().hex
         now = _now()
         fields = {"id": job_id, "type": job_type, "state": QUEUED, "spec": json.dumps(spec),
                   "progress": json.dumps({}), "created_at": now, "updated_at": now, "attempts": 0}
+        if stages is not None:
+            fields["stages"] = json.dumps(_pending(stages))
         pipe = self.redis.pipeline()
         pipe.hset(PREFIX + job_id, mapping=fields)
         pipe.zadd(INDEX, {job_id: now})
@@ -158,8 +170,16 @@ class JobStore:
         return self._finish(job_id, state=CANCELLED, error={"code": "cancelled", "message": message, "details": None})
 
     def _finish(self, job_id: str, **fields: Any) -> bool:
-        """Write a terminal state; the record and its keys then expire after the retention."""
-        written = self._write_state(job_id, finished_at=_now(), **fields)
+        """Write a terminal state (a running stage ends in it too); the record and its keys
+        then expire after the retention."""
+        now = _now()
+        stages = self._stages(job_id)
+        if stages is not None:
+            for entry in stages:
+                if entry["state"] == RUNNING:
+                    entry.update(state=fields["state"], finished_at=now)
+            fields["stages"] = stages
+        written = self._write_state(job_id, finished_at=now, **fields)
         if written:
             self._expire(job_id)
         return written
@@ -170,16 +190,31 @@ class JobStore:
             pipe.expire(f"{PREFIX}{job_id}{suffix}", self.retention_s)
         pipe.execute()
 
-    def advance_stage(self, job_id: str, task_name: str, order: int) -> bool:
-        """Make ``task_name`` (the ``order``-th stage) the job's current stage, unless the job
-        is already at that stage or past it."""
-        return bool(self._advance_stage(keys=[PREFIX + job_id], args=[task_name, order, _now()]))
+    def advance_stage(self, job_id: str, stage: str, order: int) -> bool:
+        """Make ``stage`` (the ``order``-th stage) the job's current stage, unless the job is
+        already at that stage or past it."""
+        return bool(self._advance_stage(keys=[PREFIX + job_id], args=[stage, order, _now()]))
 
-    def merge_result(self, job_id: str, fields: dict) -> None:
-        """Merge ``fields`` into the result, in one write, while the job runs (pipeline stages)."""
-        job = self.get(job_id)
-        result = dict(job["result"] or {}, **fields)
-        self.redis.hset(PREFIX + job_id, mapping={"result": json.dumps(result), "updated_at": _now()})
+    # -- stages ------------------------------------------------------------------
+    def _stages(self, job_id: str) -> list[dict] | None:
+        raw = self.redis.hget(PREFIX + job_id, "stages")
+        return None if raw is None else json.loads(raw)
+
+    def ensure_stages(self, job_id: str, names: Sequence[str]) -> None:
+        """Give a record written before jobs listed their stages the list, all pending."""
+        self.redis.hsetnx(PREFIX + job_id, "stages", json.dumps(_pending(names)))
+
+    def stage_started(self, job_id: str, index: int) -> bool:
+        """Mark stage ``index`` running; False once the job is terminal."""
+        stages = self._stages(job_id) or []
+        stages[index].update(state=RUNNING, started_at=_now())
+        return self._write_state(job_id, stages=stages)
+
+    def stage_done(self, job_id: str, index: int, output: dict, result: dict) -> bool:
+        """Record stage ``index``'s output and the job's result so far, in one write."""
+        stages = self._stages(job_id) or []
+        stages[index].update(state=SUCCEEDED, finished_at=_now(), output=output)
+        return self._write_state(job_id, stages=stages, result=result)
 
     def progress(self, job_id: str, **fields: Any) -> None:
         key = PREFIX + job_id

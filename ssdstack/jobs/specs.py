@@ -5,20 +5,16 @@ field rather than a silently ignored setting.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ssdstack.ascend import SOC_VERSIONS
+from ssdstack.recipes import ARCHITECTURES, DEFAULT_ARCHITECTURE
+
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="a-z, 0-9, '.', '_', '-'")]
-ARCHITECTURE_NAMES = ("ssd300_mobilenet_v2", "ssd_lite_mobilenet_v2", "ssd_vgg16", "ssd_resnet34",
-                      "ssd_mobilenet_v1_fpn", "ssd_resnet50_fpn")
-Architecture = Literal["ssd300_mobilenet_v2", "ssd_lite_mobilenet_v2", "ssd_vgg16", "ssd_resnet34",
-                       "ssd_mobilenet_v1_fpn", "ssd_resnet50_fpn"]
+Architecture = Literal[tuple(ARCHITECTURES)]
 ConvertBackend = Literal["auto", "onnxruntime", "atc"]
-# Chips ATC targets (``--soc_version``; ``npu-smi info`` shows the name without "Ascend").
-SOC_VERSIONS = ("Ascend310", "Ascend310P1", "Ascend310P3", "Ascend310B1", "Ascend310B2", "Ascend310B3",
-                "Ascend310B4", "Ascend910", "Ascend910A", "Ascend910B", "Ascend910ProA", "Ascend910ProB",
-                "Ascend910PremiumA", "Ascend910B1", "Ascend910B2", "Ascend910B3", "Ascend910B4")
 # A checkpoint file in the store's ``checkpoints/`` folder (``PUT /v1/checkpoints/{name}``).
 CheckpointFile = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,126}\.ckpt$",
                                       description="a .ckpt file uploaded to /v1/checkpoints")]
@@ -39,7 +35,7 @@ class TrainSpec(_Spec):
     type: Literal["train"] = "train"
     dataset: Name
     model: Name = "ssd"
-    architecture: Architecture = "ssd300_mobilenet_v2"
+    architecture: Architecture = DEFAULT_ARCHITECTURE
     epochs: int | None = Field(default=None, ge=1, le=10_000, description="default: the recipe's")
     batch_size: int | None = Field(default=None, ge=1, le=1024)
     lr: float | None = Field(default=None, gt=0, le=10)
@@ -154,6 +150,3 @@ class PipelineSpec(TrainSpec):
     max_map_drop: float = Field(default=0.01, ge=0, le=1, description="largest allowed AP drop, served vs trained")
     deploy: bool = True
 
-
-JobSpec = Annotated[Union[TrainSpec, ConvertSpec, EvaluateSpec, PipelineSpec, ImportSpec, ExportSpec],
-                    Field(discriminator="type")]

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ssdstack.client import Client
-from ssdstack.demo import DemoConfig, run_demo
+from cli.client import Client
+from cli.demo import DemoConfig, run_demo
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("gateway", "trainer", "converter", "inferencer")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from converter.aipp import aipp_settings, parse_aipp, render_aipp
+from converter.backends.atc.aipp import aipp_settings, parse_aipp, render_aipp
 
 # The manifest fields a published version carries (ImageNet statistics on RGB, 0..255).
 MANIFEST = {"image_size": 300, "preprocessing": {"colour_order": "RGB", "mean": [123.675, 116.28, 103.53],

@@ -27,9 +27,9 @@ def test_conversion_matches_reference_and_is_recorded(store, publish_model):
 
     result = convert_version(store, "demo", version, "onnxruntime", ctx)
 
-    check = result["check"]
+    check = result.check
     print(f"max abs diff boxes {check['max_abs_diff_boxes']:.3g}, scores {check['max_abs_diff_scores']:.3g}")
-    assert result["backend"] == "onnxruntime" and result["artefact"] == "serving_onnxruntime"
+    assert result.backend == "onnxruntime" and result.artefact == "serving_onnxruntime"
     assert check["passed"] and check["images"] == 3
     assert check["max_abs_diff_boxes"] <= 1e-4 and check["max_abs_diff_scores"] <= 1e-4
     manifest = store.manifest("demo", version)

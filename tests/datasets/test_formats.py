@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssdstack import cli
 from ssdstack.datasets.coco import load_coco_split
-from ssdstack.datasets.formats import coco_to_text, coco_to_voc, detect_format, to_coco
+from ssdstack.datasets.convert import to_coco
+from ssdstack.datasets.layout import detect_format
+from ssdstack.datasets.text import coco_to_text
+from ssdstack.datasets.voc import coco_to_voc
 from ssdstack.datasets.synth import synthesize
 from ssdstack.errors import InvalidDataset, InvalidInput
 
@@ -273,26 +275,3 @@ def test_all_problems_are_collected_and_the_first_20_listed(tmp_path):
 
 
 # --- command line -------------------------------------------------------------------------
-
-
-def test_cli_convert_round_trips_through_every_format(synthetic, tmp_path, capsys):
-    steps = [("coco", synthetic["coco"], "voc"), ("auto", tmp_path / "voc", "text"),
-             ("text", tmp_path / "text", "coco")]
-    for source_format, src, target_format in steps:
-        dst = tmp_path / target_format
-        assert cli.main(["dataset", "convert", "--from", source_format, "--to", target_format, str(src), str(dst)]) == 0
-        assert detect_format(dst) == target_format
-    printed = capsys.readouterr().out.strip().splitlines()
-    assert len(printed) == 3 and "train 10 images" in printed[-1] and "red_circle" in printed[-1]
-    assert_same_dataset(synthetic["coco"], tmp_path / "coco")
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".convert-")]
-
-
-def test_cli_convert_reports_problems_and_writes_nothing(tmp_path, capsys):
-    root = write_text(tmp_path / "text", train=["img/a.jpg 1,2,11,12,7"])
-
-    assert cli.main(["dataset", "convert", str(root), str(tmp_path / "out")]) == 1
-
-    error = capsys.readouterr().err
-    assert "dataset has 1 problem" in error and "class id 7 is outside 1..2" in error
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["text"]

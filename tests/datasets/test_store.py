@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ssdstack.datasets import store as store_module
-from ssdstack.datasets.coco import validate_coco_dataset
+from ssdstack.datasets import convert as convert_module
+from ssdstack.datasets.validation import validate_coco_dataset
 from ssdstack.datasets.store import DatasetStore, UploadLimits
 from ssdstack.datasets.synth import synthesize
 from ssdstack.errors import (
@@ -209,14 +210,14 @@ def test_existing_name_is_a_conflict(tmp_path, coco_root):
 def test_upload_that_loses_the_race_is_a_conflict(tmp_path, coco_root, monkeypatch):
     store = DatasetStore(tmp_path / "store")
     winner = tmp_path / "store" / "datasets" / "pets"
-    validate = store_module.validate_coco_dataset
+    validate = convert_module.validate_coco_dataset
 
     def validate_while_another_upload_finishes(root, **kwargs):
         winner.mkdir(parents=True)
         (winner / "dataset.json").write_text('{"name": "pets", "winner": true}')
         return validate(root, **kwargs)
 
-    monkeypatch.setattr(store_module, "validate_coco_dataset", validate_while_another_upload_finishes)
+    monkeypatch.setattr(convert_module, "validate_coco_dataset", validate_while_another_upload_finishes)
 
     with pytest.raises(Conflict):
         store.ingest_archive(io.BytesIO(zip_folder(coco_root)), "pets", LIMITS)

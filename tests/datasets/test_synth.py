@@ -1,7 +1,6 @@
 """The synthetic dataset: COCO layout, exact boxes, determinism, argument checks, CLI."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from ssdstack.datasets.synth import CLASSES, add_cli, synthesize
+from ssdstack.datasets.synth import CLASSES, synthesize
 from ssdstack.errors import InvalidInput
 
 SPLITS = ("train", "val")
@@ -183,29 +182,3 @@ def test_refuses_a_folder_that_is_not_empty(tmp_path):
     with pytest.raises(InvalidInput, match="empty"):
         synthesize(tmp_path, images=2, classes=1, seed=0)
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
-
-
-def test_cli_writes_the_dataset_and_prints_one_line(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
-    args = parser.parse_args(["synth", "--out", str(tmp_path / "f"), "--images", "5", "--classes", "2", "--seed", "1"])
-    assert args.func(args) == 0
-    printed = capsys.readouterr().out.strip().splitlines()
-    assert len(printed) == 1 and "train 4 images" in printed[0] and "red_circle, green_square" in printed[0]
-    assert len(list((tmp_path / "f" / "train").glob("*.jpg"))) == 4
-
-    defaults = parser.parse_args(["synth", "--out", "x"])
-    assert (defaults.images, defaults.classes, defaults.seed, defaults.format) == (200, 3, 0, "coco")
-
-
-@pytest.mark.parametrize(("fmt", "files"), [
-    ("voc", ["Annotations", "ImageSets", "JPEGImages", "labels.txt"]),
-    ("text", ["labels.txt", "train", "train.txt", "val", "val.txt"]),
-])
-def test_cli_format_writes_that_layout_and_nothing_beside_it(tmp_path, fmt, files):
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
-    args = parser.parse_args(["synth", "--out", str(tmp_path / "g"), "--images", "5", "--format", fmt])
-    assert args.func(args) == 0
-    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == files
-    assert [p.name for p in tmp_path.iterdir()] == ["g"]  # the COCO scratch copy is gone

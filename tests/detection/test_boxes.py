@@ -4,7 +4,7 @@ from pycocotools import mask as coco_mask
 
 from ssdstack.detection.boxes import box_iou, decode_boxes, encode_boxes, normalised_to_pixels
 from ssdstack.detection.priors import prior_boxes
-from trainer.recipes import ssd300_mobilenet_v2
+from ssdstack.recipes import ssd300_mobilenet_v2
 
 
 def _random_boxes(rng, n):

@@ -1,11 +1,12 @@
 """NMS against ONNX Runtime's NonMaxSuppression operator, and the postprocess on a hand case."""
 import numpy as np
+import needs
 import pytest
 
 from ssdstack.detection.nms import PostprocessConfig, batched_nms, nms, postprocess
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+onnx = needs.module("onnx")
+ort = needs.module("onnxruntime")
 
 
 def _ort_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ssdstack.detection.priors import GridAnchorConfig, PriorConfig, prior_boxes, prior_config_from_dict
-from trainer.recipes import ARCHITECTURES, get_recipe, ssd300_mobilenet_v2, ssd_lite_mobilenet_v2
+from ssdstack.recipes import ARCHITECTURES, get_recipe, ssd300_mobilenet_v2, ssd_lite_mobilenet_v2
 
 SQRT2 = math.sqrt(2)
 

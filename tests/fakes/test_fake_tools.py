@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -156,18 +156,16 @@ def test_no_om_mode_claims_success_but_writes_nothing(onnx_args, tmp_path):
 
 
 def test_slow_mode_prints_progress_while_it_works(onnx_args, tmp_path):
-    started = time.monotonic()
     result = run(*onnx_args, FAKE_ATC_MODE="slow", FAKE_ATC_SLEEP_S="1")
-    assert 1 <= time.monotonic() - started < 10
     assert result.returncode == 0 and result.stdout.splitlines()[-1] == SUCCESS
-    assert result.stdout.count("elapsed") == 2 and (tmp_path / "ssd.om").exists()
+    elapsed = [float(s) for s in re.findall(r"building om model, ([\d.]+)s elapsed", result.stdout)]
+    assert elapsed and elapsed == sorted(elapsed) and elapsed[-1] >= 1.0  # by its own clock, as told
+    assert (tmp_path / "ssd.om").exists()
 
 
 def test_hang_mode_dies_on_a_subprocess_timeout(onnx_args):
-    started = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired) as caught:
         run(*onnx_args, FAKE_ATC_MODE="hang", timeout=1)
-    assert time.monotonic() - started < 5
     assert START in (caught.value.stdout or b"").decode()
 
 

@@ -1,14 +1,23 @@
-"""Which jobs fail at submission because the live workers lack the backend they name."""
+"""Which jobs fail at submission because the live workers lack the backend they name; the
+gateway knows only what the workers' heartbeats say (their backends and install hints)."""
 from __future__ import annotations
 
 import pytest
 
+from converter.backends import BACKENDS
 from gateway.routes.jobs import missing_backend
+from inferencer.backends import ENGINES
 from ssdstack.jobs.specs import ConvertSpec, PipelineSpec
+
+REGISTRIES = {"convert": BACKENDS, "infer": ENGINES}
 
 
 def worker(worker_id: str, queue: str, *backends: str) -> dict:
-    return {"worker_id": worker_id, "queues": [queue], "backends": {queue: list(backends)}}
+    """A heartbeat record, as a worker whose usable backends are ``backends`` writes it."""
+    details = [{"name": name, "usable": name in backends, "artefact": cls.artefact, "install_hint": cls.install_hint}
+               for name, cls in REGISTRIES[queue].items()]
+    return {"worker_id": worker_id, "queues": [queue], "backends": {queue: list(backends)},
+            "backend_details": {queue: details}}
 
 
 CPU_CONVERTER = worker("converter@cpu:1", "convert", "onnxruntime")

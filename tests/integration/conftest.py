@@ -1,18 +1,18 @@
 """The real stack for integration tests: Redis, three Celery workers and the gateway as
 subprocesses on 127.0.0.1, in a temporary folder, with short timeouts so that crash
-recovery is observable within a test run."""
+recovery is observable within a test run. The pipeline job (with a trainer crash in the
+middle) is shared by the test files that read its outcome; no file depends on another
+having run first."""
 from __future__ import annotations
 
 import pytest
 
-from ssdstack.client import Client
-from ssdstack.localstack import LocalStack, free_port
-
-API_KEY = "integration-test-key"
-# Heartbeats every second, dead after 6 s; unacked messages come back after 30 s.
-FAST_RECOVERY = {"SSDSTACK_HEARTBEAT_INTERVAL": "1", "SSDSTACK_HEARTBEAT_TTL": "6",
-                 "SSDSTACK_VISIBILITY_TIMEOUT": "30", "SSDSTACK_DETECT_TIMEOUT": "30",
-                 "SSDSTACK_INFER_BACKEND": "onnxruntime"}
+from cli.client import Client
+from cli.demo import zip_folder
+from cli.localstack import LocalStack
+from cli.processes import free_port
+from itest import API_KEY, CONFIG, FAST_RECOVERY, MODEL, wait_for
+from ssdstack.datasets.synth import synthesize
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +31,23 @@ def client(stack):
     client = Client(f"http://127.0.0.1:{stack.gateway_port}", API_KEY, timeout=120)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def dataset(client: Client, tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("data")
+    synthesize(folder / "synth", images=CONFIG.images, classes=CONFIG.classes, seed=CONFIG.seed)
+    client.upload_dataset(zip_folder(folder / "synth", folder / "synth.zip"), "synth")
+    return "synth"
+
+
+@pytest.fixture(scope="session")
+def pipeline(stack, client: Client, dataset: str) -> dict:
+    """The demo's pipeline job, with the trainer worker killed after two checkpoints."""
+    spec = {"type": "pipeline", "dataset": dataset, "model": MODEL, "architecture": CONFIG.architecture,
+            "epochs": CONFIG.epochs, "batch_size": CONFIG.batch_size, "lr": CONFIG.lr, "checkpoint_every": 1}
+    job = client.submit(spec)
+    wait_for(lambda: (client.job(job["id"])["progress"].get("epoch") or 0) >= 3, 600, "epoch 3 to start")
+    stack.kill("trainer")
+    stack.start("trainer")
+    return client.wait(job["id"], timeout=1500, interval=2)

@@ -1,4 +1,5 @@
-"""API behaviour on the real stack that needs no trained model (runs before test_pipeline)."""
+"""API behaviour on the real stack that needs no trained model; it holds whatever else the
+session's stack has run before."""
 from __future__ import annotations
 
 import io
@@ -8,7 +9,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from ssdstack.client import ApiError
+from cli.client import ApiError
 
 pytestmark = pytest.mark.slow
 
@@ -54,21 +55,22 @@ def test_bad_job_spec_is_422_naming_the_field(client, spec, field):
     assert field in raised.value.body["error"]["message"]
 
 
-def test_detect_without_a_deployed_model_is_409(client):
+def test_detect_with_a_model_that_does_not_exist_is_404(client):
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32)).save(buffer, "PNG")
     with pytest.raises(ApiError) as raised:
-        client.detect(buffer.getvalue())
-    assert raised.value.status == 409
-    assert "deployed" in raised.value.body["error"]["message"]
+        client.detect(buffer.getvalue(), model="never-trained")
+    assert raised.value.status == 404
+    assert "never-trained" in raised.value.body["error"]["message"]
 
 
 def test_training_on_a_missing_dataset_fails_with_the_reason(client):
-    job = client.wait(client.submit({"type": "pipeline", "dataset": "no-such-data",
+    job = client.wait(client.submit({"type": "pipeline", "dataset": "no-such-data", "model": "from-nothing",
                                      "architecture": "ssd_lite_mobilenet_v2"})["id"], timeout=120)
     assert job["state"] == "failed"
     assert "no-such-data" in job["error"]["message"]
-    assert client.get("/v1/models")["models"] == []
+    assert [(s["name"], s["state"]) for s in job["stages"]][:2] == [("train", "failed"), ("export", "pending")]
+    assert "from-nothing" not in [m["name"] for m in client.get("/v1/models")["models"]]
 
 
 def test_a_bad_upload_leaves_nothing(client, stack, tmp_path):
@@ -79,8 +81,9 @@ def test_a_bad_upload_leaves_nothing(client, stack, tmp_path):
     with pytest.raises(ApiError) as raised:
         client.upload_dataset(archive, "bad")
     assert raised.value.status == 400
-    assert client.get("/v1/datasets")["datasets"] == []
-    assert not any((stack.store_dir / ".tmp").iterdir())
+    assert "bad" not in [d["name"] for d in client.get("/v1/datasets")["datasets"]]
+    assert not any(entry.name != "stage" and not entry.name.startswith("stage-")
+                   for entry in (stack.store_dir / ".tmp").iterdir())  # an upload's scratch is gone
 
 
 def test_every_worker_reports_its_backends(client):

@@ -6,57 +6,26 @@ One training run serves the pipeline, crash-recovery and learnability checks.
 from __future__ import annotations
 
 import io
-import time
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from ssdstack.client import ApiError, Client
-from ssdstack.demo import DemoConfig, best_match, held_out_image, zip_folder
-from ssdstack.datasets.synth import synthesize
+from cli.client import ApiError
+from cli.demo import best_match, held_out_image
+from golden_answers import assert_superset
+from itest import CONFIG, MODEL, wait_for
 
 pytestmark = pytest.mark.slow
-CONFIG = DemoConfig()
-MODEL = "itest"
-
-
-def _wait_for(condition, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def dataset(client: Client, tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("data")
-    synthesize(folder / "synth", images=CONFIG.images, classes=CONFIG.classes, seed=CONFIG.seed)
-    client.upload_dataset(zip_folder(folder / "synth", folder / "synth.zip"), "synth")
-    return "synth"
-
-
-@pytest.fixture(scope="module")
-def pipeline(stack, client: Client, dataset: str) -> dict:
-    """Run the demo's pipeline job, killing the trainer worker after two checkpoints."""
-    spec = {"type": "pipeline", "dataset": dataset, "model": MODEL, "architecture": CONFIG.architecture,
-            "epochs": CONFIG.epochs, "batch_size": CONFIG.batch_size, "lr": CONFIG.lr, "checkpoint_every": 1}
-    job = client.submit(spec)
-    _wait_for(lambda: (client.job(job["id"])["progress"].get("epoch") or 0) >= 3, 600, "epoch 3 to start")
-    stack.kill("trainer")
-    stack.start("trainer")
-    return client.wait(job["id"], timeout=1500, interval=2)
 
 
 def test_pipeline_succeeds_and_deploys(pipeline, client):
     assert pipeline["state"] == "succeeded", pipeline["error"]
     result = pipeline["result"]
     assert result["deployed"]["version"] == result["version"]
-    assert client.get("/v1/models")["models"] == [
-        {"name": MODEL, "versions": [result["version"]], "latest": result["version"], "deployed": result["version"]}]
+    [model] = [m for m in client.get("/v1/models")["models"] if m["name"] == MODEL]
+    assert result["version"] in model["versions"]
+    assert [(s["name"], s["state"]) for s in pipeline["stages"]] == [
+        (name, "succeeded") for name in ("train", "export", "convert", "evaluate", "deploy")]
 
 
 def test_crashed_training_resumed_from_its_checkpoint_and_published_once(pipeline, client):
@@ -64,7 +33,8 @@ def test_crashed_training_resumed_from_its_checkpoint_and_published_once(pipelin
     assert result["training"]["resumed_from_epoch"] >= 2
     logs = client.get(f"/v1/jobs/{pipeline['id']}/logs")["lines"]
     assert any("resuming from epoch-" in line for line in logs), logs
-    assert len(client.get(f"/v1/models/{MODEL}/versions")["versions"]) == 1
+    versions = client.get(f"/v1/models/{MODEL}/versions")["versions"]
+    assert [v["version"] for v in versions if v["lineage"]["job_id"] == pipeline["id"]] == [result["version"]]
 
 
 def test_served_model_learned_and_matches_its_reference(pipeline, client):
@@ -130,12 +100,14 @@ def test_deploying_another_version_switches_detect_without_restart(pipeline, cli
     job = client.wait(client.submit({"type": "train", "dataset": dataset, "model": MODEL,
                                      "architecture": CONFIG.architecture, "epochs": 1})["id"], timeout=600)
     assert job["state"] == "succeeded", job["error"]
+    assert_superset("job_train", job, dataset)
     second = job["result"]["version"]
     with pytest.raises(ApiError) as raised:
         client.deploy(MODEL, second)  # not converted yet
     assert raised.value.status == 409
     convert = client.wait(client.submit({"type": "convert", "model": MODEL, "version": second})["id"], timeout=300)
     assert convert["state"] == "succeeded", convert["error"]
+    assert_superset("job_convert", convert)
     jpeg = _image_bytes(Image.new("RGB", (90, 60), (30, 30, 30)), "JPEG")
     client.deploy(MODEL, second)
     assert client.detect(jpeg)["version"] == second
@@ -143,14 +115,17 @@ def test_deploying_another_version_switches_detect_without_restart(pipeline, cli
     assert client.detect(jpeg)["version"] == first
 
 
-def test_a_checkpoint_uploaded_over_rest_imports_as_a_version(pipeline, client, stack):
+def test_a_checkpoint_uploaded_over_rest_imports_as_a_version(pipeline, client, stack, dataset):
     source = client.get(f"/v1/models/{MODEL}/versions/{pipeline['result']['version']}")
     checkpoint = stack.store_dir / "models" / MODEL / str(source["version"]) / source["artefacts"]["checkpoint"]["file"]
     assert client.upload_checkpoint(checkpoint, "from-rest.ckpt")["bytes"] == checkpoint.stat().st_size
     job = client.wait(client.submit({"type": "import", "checkpoint": "from-rest.ckpt", "model": "imported",
-                                     "architecture": CONFIG.architecture, "labels": source["labels"]})["id"],
-                      timeout=600)
+                                     "architecture": CONFIG.architecture, "labels": source["labels"],
+                                     "dataset": dataset})["id"], timeout=600)
     assert job["state"] == "succeeded", job["error"]
+    assert_superset("job_import", job, dataset)
+    assert job["result"]["metrics"]["trained"]["AP"] == pytest.approx(source["metrics"]["trained"]["coco"]["AP"],
+                                                                       abs=1e-6)
     imported = client.get(f"/v1/models/imported/versions/{job['result']['version']}")
     assert imported["training"]["imported_from"] == "from-rest.ckpt" and imported["labels"] == source["labels"]
 
@@ -158,7 +133,7 @@ def test_a_checkpoint_uploaded_over_rest_imports_as_a_version(pipeline, client, 
 def test_cancel_stops_a_running_job_and_publishes_nothing(pipeline, client, dataset):
     job = client.submit({"type": "train", "dataset": dataset, "model": "cancelled",
                          "architecture": CONFIG.architecture, "epochs": 50})
-    _wait_for(lambda: client.job(job["id"])["progress"].get("step"), 300, "training to start")
+    wait_for(lambda: client.job(job["id"])["progress"].get("step"), 300, "training to start")
     assert client.cancel(job["id"])["id"] == job["id"]
     final = client.wait(job["id"], timeout=120)
     assert final["state"] == "cancelled"

@@ -60,11 +60,18 @@ def test_cancel_running_job_sets_the_flag_only(jobs):
 
 def test_lease_is_exclusive_renewable_and_expires(jobs):
     job_id = jobs.create("train", {})["id"]
-    assert jobs.acquire_lease(job_id, "w1", ttl_s=0.3)
-    assert not jobs.acquire_lease(job_id, "w2", ttl_s=0.3)
-    assert jobs.acquire_lease(job_id, "w1", ttl_s=0.3)  # renewal by the holder
+    lease = f"ssdstack:job:{job_id}:lease"
+    assert jobs.acquire_lease(job_id, "w1", ttl_s=30)
+    assert not jobs.acquire_lease(job_id, "w2", ttl_s=30)
+    jobs.redis.pexpire(lease, 5_000)
+    assert jobs.acquire_lease(job_id, "w1", ttl_s=30)  # renewal by the holder: the full TTL again
+    assert 5_000 < jobs.redis.pttl(lease) <= 30_000
     assert jobs.lease_holder(job_id) == "w1"
-    time.sleep(0.4)
+    jobs.redis.pexpire(lease, 1)  # the holder died: its lease runs out
+    deadline = time.monotonic() + 5
+    while jobs.lease_holder(job_id) is not None:
+        assert time.monotonic() < deadline, "an expired lease was still held"
+        time.sleep(0.01)
     assert jobs.acquire_lease(job_id, "w2", ttl_s=5)
     jobs.release_lease(job_id, "w1")  # not the holder: no effect
     assert jobs.lease_holder(job_id) == "w2"

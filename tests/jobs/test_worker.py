@@ -1,122 +1,217 @@
-"""WorkerRuntime.run_job on a real Redis: success, failure, cancel, leases, stale stages."""
+"""WorkerRuntime on a real Redis: stages run under a lease, recorded one by one, handed on;
+failure, cancel, stale and legacy messages; heartbeats. The job types here are toys
+declared in the test, so that only the runtime is under test."""
 from __future__ import annotations
-
-import pytest
-from celery.exceptions import Retry
 
 import threading
 import time
+from typing import Literal
 
-from ssdstack.celery_app import CONVERT_TASK, TRAIN_TASK, create_app
+import pytest
+from celery.exceptions import Retry
+from pydantic import BaseModel
+
+from ssdstack.celery_app import create_app
 from ssdstack.errors import InvalidDataset
 from ssdstack.jobs.context import JobCancelled
-from ssdstack.jobs.pipeline import STAGE_ORDER
+from ssdstack.jobs.pipeline import JobType, Route, Stage
+from ssdstack.jobs.stage_data import StageOutput
 from ssdstack.settings import WorkerSettings
-from ssdstack.worker import NextStage, WorkerRuntime, live_workers
+from ssdstack.worker import WorkerRuntime, live_workers
+
+HERE = Route("toy-here", "toy.here")
+ELSEWHERE = Route("toy-elsewhere", "toy.elsewhere")
+
+
+class ToySpec(BaseModel):
+    type: Literal["toy"] = "toy"
+    start: int = 1
+
+
+class Counted(StageOutput):
+    count: int
+
+    def result(self) -> dict:
+        return {"count": self.count}
+
+
+class Doubled(StageOutput):
+    doubled: int
+
+    def result(self) -> dict:
+        return {"doubled": self.doubled, "nested": {"from": "double"}}
+
+
+TOY = JobType("toy", ToySpec, (
+    Stage("count", HERE, ToySpec, Counted, "count from the spec's start"),
+    Stage("double", HERE, Counted, Doubled, "double the count"),
+    Stage("report", ELSEWHERE, Doubled, Counted, "runs on another route"),
+))
+# A record written before stages had names says "toy.here" where it means "count".
+LEGACY_STAGE = "toy.here"
 
 
 class FakeTask:
-    """The two things run_job uses of a bound Celery task."""
+    """What run_job uses of a bound Celery task."""
 
-    name = "trainer.train"
+    name = HERE.task
 
     def retry(self, countdown, max_retries):
         return Retry(f"retry in {countdown}", when=countdown)
 
 
 @pytest.fixture
-def runtime(clean_redis, tmp_path) -> WorkerRuntime:
+def calls():
+    return []
+
+
+@pytest.fixture
+def runtime(clean_redis, tmp_path, calls) -> WorkerRuntime:
     settings = WorkerSettings(redis_url=clean_redis, heartbeat_interval=0.05, heartbeat_ttl=2,
                               heartbeat_file=str(tmp_path / "alive"))
-    runtime = WorkerRuntime("trainer", ["train"], settings, lambda: {"train": ["mindspore"]})
-    runtime.app = create_app(settings)
+    runtime = WorkerRuntime("trainer", ["toy-here"], settings, lambda: {"toy-here": [
+        {"name": "toy", "usable": True, "artefact": "toy_file", "install_hint": "pip install toy"},
+        {"name": "other", "usable": False, "artefact": "other_file", "install_hint": "pip install other"}]},
+        notes={"device": "CPU"}, job_types={"toy": TOY})
+
+    def count(ctx, spec: ToySpec) -> Counted:
+        calls.append("count")
+        return Counted(count=spec.start)
+
+    def double(ctx, data: Counted) -> Doubled:
+        calls.append("double")
+        return Doubled(doubled=2 * data.count)
+
+    runtime.serve(create_app(settings), HERE, {"count": count, "double": double})
     return runtime
 
 
-def _job(runtime: WorkerRuntime, stage: str = TRAIN_TASK) -> str:
-    job_id = runtime.jobs.create("pipeline", {})["id"]
-    runtime.jobs.advance_stage(job_id, stage, STAGE_ORDER[stage])
-    return job_id
+def _job(runtime: WorkerRuntime, start: int = 1) -> str:
+    return runtime.jobs.create("toy", ToySpec(start=start).model_dump(), runtime.job_types["toy"].stage_names)["id"]
 
 
-def test_success_records_result_and_releases_lease(runtime):
-    job_id = _job(runtime)
-    runtime.run_job(FakeTask(), job_id, lambda ctx: {"version": 1})
+def test_a_delivery_runs_the_stages_on_its_route_records_each_and_hands_on(runtime, calls):
+    job_id = _job(runtime, start=3)
+    runtime.run_job(FakeTask(), job_id, "count")
     job = runtime.jobs.get(job_id)
-    assert job["state"] == "succeeded" and job["result"] == {"version": 1}
-    assert runtime.jobs.lease_holder(job_id) is None
+    assert calls == ["count", "double"]
+    assert job["state"] == "running" and job["stage"] == "report"
+    assert [(s["name"], s["state"]) for s in job["stages"]] == [
+        ("count", "succeeded"), ("double", "succeeded"), ("report", "pending")]
+    assert job["stages"][1]["output"] == {"doubled": 6, "schema_version": 1}
+    assert job["result"] == {"count": 3, "doubled": 6, "nested": {"from": "double"}}
+    assert runtime.jobs.lease_holder(job_id) is None  # released before the hand-off
+    assert runtime.jobs.redis.llen(ELSEWHERE.queue) == 1  # the next route's queue holds the message
 
 
-def test_domain_error_fails_the_job_with_its_message(runtime):
-    def body(ctx):
+def test_the_last_stage_records_success_and_the_merged_result(runtime, calls):
+    job_type = JobType("toy", ToySpec, TOY.stages[:2])
+    runtime.job_types = {"toy": job_type}
+    job_id = _job(runtime)
+    runtime.run_job(FakeTask(), job_id, "count")
+    job = runtime.jobs.get(job_id)
+    assert job["state"] == "succeeded" and job["result"] == {"count": 1, "doubled": 2, "nested": {"from": "double"}}
+    assert [s["state"] for s in job["stages"]] == ["succeeded", "succeeded"]
+    assert runtime.jobs.redis.llen(ELSEWHERE.queue) == 0
+
+
+def test_a_domain_error_fails_the_job_and_its_stage_with_its_message(runtime):
+    def body(ctx, data):
         raise InvalidDataset("dataset 'x' has an empty val split", details=["val: no images"])
 
+    runtime.runners["double"] = body
     job_id = _job(runtime)
-    runtime.run_job(FakeTask(), job_id, body)
-    error = runtime.jobs.get(job_id)["error"]
-    assert error == {"code": "invalid_dataset", "message": "dataset 'x' has an empty val split",
-                     "details": ["val: no images"]}
+    runtime.run_job(FakeTask(), job_id, "count")
+    job = runtime.jobs.get(job_id)
+    assert job["error"] == {"code": "invalid_dataset", "message": "dataset 'x' has an empty val split",
+                            "details": ["val: no images"]}
+    assert [s["state"] for s in job["stages"]] == ["succeeded", "failed", "pending"]
 
 
-def test_unexpected_exception_fails_the_job_and_does_not_escape(runtime):
+def test_an_unexpected_exception_fails_the_job_and_does_not_escape(runtime):
+    runtime.runners["count"] = lambda ctx, data: 1 / 0
     job_id = _job(runtime)
-    runtime.run_job(FakeTask(), job_id, lambda ctx: 1 / 0)
+    runtime.run_job(FakeTask(), job_id, "count")
     job = runtime.jobs.get(job_id)
     assert job["state"] == "failed" and "ZeroDivisionError" in job["error"]["message"]
 
 
-def test_cancel_inside_the_body(runtime):
-    def body(ctx):
+def test_a_stage_that_returns_another_type_than_declared_fails_the_job(runtime):
+    runtime.runners["count"] = lambda ctx, data: Doubled(doubled=1)
+    job_id = _job(runtime)
+    runtime.run_job(FakeTask(), job_id, "count")
+    assert "returned Doubled, not Counted" in runtime.jobs.get(job_id)["error"]["message"]
+
+
+def test_cancel_inside_a_stage(runtime):
+    def body(ctx, data):
         runtime.jobs.request_cancel(ctx.job_id)
         assert ctx.cancelled()
         raise JobCancelled("cancelled during epoch 2")
 
+    runtime.runners["count"] = body
     job_id = _job(runtime)
-    runtime.run_job(FakeTask(), job_id, body)
-    assert runtime.jobs.get(job_id)["state"] == "cancelled"
+    runtime.run_job(FakeTask(), job_id, "count")
+    job = runtime.jobs.get(job_id)
+    assert job["state"] == "cancelled" and job["stages"][0]["state"] == "cancelled"
 
 
-def test_a_job_held_by_a_live_worker_is_retried_not_run(runtime):
+def test_a_job_held_by_a_live_worker_is_retried_not_run(runtime, calls):
     job_id = _job(runtime)
     runtime.jobs.acquire_lease(job_id, "other-worker", ttl_s=30)
-    ran = []
     with pytest.raises(Retry):
-        runtime.run_job(FakeTask(), job_id, lambda ctx: ran.append(1) or {})
-    assert ran == [] and runtime.jobs.get(job_id)["state"] == "queued"
+        runtime.run_job(FakeTask(), job_id, "count")
+    assert calls == [] and runtime.jobs.get(job_id)["state"] == "queued"
 
 
-def test_finished_and_stale_stage_messages_are_dropped(runtime):
+def test_finished_unknown_and_stale_messages_are_dropped(runtime, calls):
     done = _job(runtime)
-    runtime.jobs.succeed(done, {"version": 1})
-    moved_on = _job(runtime, stage=CONVERT_TASK)
-    ran = []
+    runtime.jobs.succeed(done, {"count": 1})
+    moved_on = _job(runtime)
+    runtime.jobs.advance_stage(moved_on, "report", 2)  # the job left this route
     for job_id in (done, moved_on, "no-such-job"):
-        runtime.run_job(FakeTask(), job_id, lambda ctx: ran.append(1) or {})
-    assert ran == []
+        runtime.run_job(FakeTask(), job_id, "count")
+    assert calls == []
     assert runtime.jobs.get(moved_on)["state"] == "queued"
 
 
-def test_handing_on_sends_the_next_stage_after_releasing_the_lease(runtime):
-    job_id = _job(runtime)
-    runtime.run_job(FakeTask(), job_id, lambda ctx: NextStage(CONVERT_TASK))
+def test_a_redelivery_goes_on_from_the_current_stage_of_its_route(runtime, calls):
+    job_id = _job(runtime, start=5)
+    runtime.jobs.advance_stage(job_id, "double", 1)  # the first delivery died after count started double
+    runtime.jobs.stage_done(job_id, 0, {"count": 5, "schema_version": 1}, {"count": 5})
+    runtime.run_job(FakeTask(), job_id, "count")
+    assert calls == ["double"]  # count was recorded as done: not run again
+    assert runtime.jobs.get(job_id)["result"]["doubled"] == 10
+
+
+def test_a_message_and_record_from_before_stages_were_named_still_run(runtime, calls):
+    job_id = runtime.jobs.create("toy", ToySpec(start=2).model_dump())["id"]  # no stages list
+    runtime.jobs.advance_stage(job_id, LEGACY_STAGE, 0)
+    runtime.run_job(FakeTask(), job_id)  # no stage in the message
     job = runtime.jobs.get(job_id)
-    assert job["state"] == "running" and job["stage"] == CONVERT_TASK
-    assert runtime.jobs.lease_holder(job_id) is None
-    assert runtime.jobs.redis.llen("convert") == 1  # the converter's queue holds the message
+    assert calls == ["count", "double"] and job["stage"] == "report"
+    assert [s["name"] for s in job["stages"]] == TOY.stage_names
 
 
 def test_stage_only_moves_forward(runtime):
-    job_id = _job(runtime, stage=CONVERT_TASK)
-    assert not runtime.jobs.advance_stage(job_id, TRAIN_TASK, STAGE_ORDER[TRAIN_TASK])
-    assert runtime.jobs.get(job_id)["stage"] == CONVERT_TASK
+    job_id = _job(runtime)
+    runtime.jobs.advance_stage(job_id, "report", 2)
+    assert not runtime.jobs.advance_stage(job_id, "count", 0)
+    assert runtime.jobs.get(job_id)["stage"] == "report"
+
+
+def test_serving_a_route_refuses_a_stage_without_its_function(clean_redis):
+    settings = WorkerSettings(redis_url=clean_redis)
+    runtime = WorkerRuntime("trainer", ["toy-here"], settings, lambda: {}, job_types={"toy": TOY})
+    with pytest.raises(ValueError, match=r"no function for stage\(s\) \['double'\]"):
+        runtime.serve(create_app(settings), HERE, {"count": lambda ctx, data: None})
 
 
 def test_a_run_that_loses_its_lease_stops_and_records_nothing(runtime):
-    job_id = _job(runtime)
     taken = threading.Event()
 
-    def body(ctx):
-        runtime.jobs.redis.set(f"ssdstack:job:{job_id}:lease", "another-run", px=60_000)  # a takeover
+    def body(ctx, data):
+        runtime.jobs.redis.set(f"ssdstack:job:{ctx.job_id}:lease", "another-run", px=60_000)  # a takeover
         deadline = time.monotonic() + 5
         while not ctx.cancelled():
             assert time.monotonic() < deadline, "the lost lease was never noticed"
@@ -124,19 +219,31 @@ def test_a_run_that_loses_its_lease_stops_and_records_nothing(runtime):
         taken.set()
         raise JobCancelled("stopping")
 
-    runtime.run_job(FakeTask(), job_id, body)
+    runtime.runners["count"] = body
+    job_id = _job(runtime)
+    runtime.run_job(FakeTask(), job_id, "count")
     assert taken.is_set()
     assert runtime.jobs.get(job_id)["state"] == "running"  # left to the run that holds the lease
     assert runtime.jobs.lease_holder(job_id) == "another-run"
 
 
-def test_heartbeats_are_visible_and_expire(runtime, tmp_path):
+def test_done_here_tells_whether_the_job_still_needs_this_route(runtime):
+    job_id = _job(runtime)
+    assert not runtime.done_here(job_id)
+    runtime.jobs.advance_stage(job_id, "report", 2)
+    assert runtime.done_here(job_id) and runtime.done_here("no-such-job")
+
+
+def test_heartbeats_carry_backends_with_install_hints_and_expire(runtime, tmp_path):
     runtime.start_heartbeats()
     try:
         runtime.heartbeat_once()
         workers = live_workers(runtime.jobs.redis)
         assert [w["worker_id"] for w in workers] == [runtime.worker_id]
-        assert workers[0]["queues"] == ["train"] and workers[0]["backends"] == {"train": ["mindspore"]}
+        assert workers[0]["queues"] == ["toy-here"]
+        assert workers[0]["backends"] == {"toy-here": ["toy"], "device": "CPU"}
+        assert workers[0]["backend_details"]["toy-here"][1] == {
+            "name": "other", "usable": False, "artefact": "other_file", "install_hint": "pip install other"}
         assert (tmp_path / "alive").exists()
     finally:
         runtime.stop_heartbeats()

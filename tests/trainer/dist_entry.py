@@ -1,4 +1,4 @@
-"""A tiny data-parallel job for ``test_distributed.py``, started by msrun (or alone).
+"""A tiny data-parallel job for ``test_launcher.py``, started by msrun (or alone).
 
 Each rank trains a small conv net for a few steps on data of its own (seeded by its rank)
 with the trainer's reducer, then prints ``CHECKSUM rank=<r> size=<n> sum=<float> md5=<hex>``
@@ -29,7 +29,8 @@ def main() -> None:
     import mindspore as ms
     from mindspore import Tensor, nn, ops
 
-    from trainer.distributed import RankContext, gradient_reducer, parallel_setup
+    from trainer.launcher import RankContext
+    from trainer.parallel import gradient_reducer, parallel_setup
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     rank, size = parallel_setup("CPU")

@@ -1,19 +1,22 @@
-"""Every architecture of :data:`trainer.recipes.ARCHITECTURES`: priors at the real size,
+"""Every architecture of :data:`ssdstack.recipes.ARCHITECTURES`: priors at the real size,
 and at a reduced input size the network's shapes, two training steps and the ONNX
 export served by ONNX Runtime."""
 from __future__ import annotations
 
+import typing
+
 import numpy as np
+import needs
 import pytest
 
-ms = pytest.importorskip("mindspore")
-ort = pytest.importorskip("onnxruntime")  # after mindspore: see tests/conftest.py
+ms = needs.module("mindspore")
+ort = needs.module("onnxruntime")  # after mindspore: see tests/conftest.py
 
 from ssdstack.detection.matching import encode_targets  # noqa: E402
 from ssdstack.detection.priors import prior_boxes  # noqa: E402
-from ssdstack.jobs.specs import ARCHITECTURE_NAMES  # noqa: E402
+from ssdstack.jobs.specs import Architecture  # noqa: E402
 from trainer.network import build_inference, build_ssd  # noqa: E402
-from trainer.recipes import ARCHITECTURES, get_recipe  # noqa: E402
+from ssdstack.recipes import ARCHITECTURES, get_recipe  # noqa: E402
 from trainer.ssd import SsdLoss  # noqa: E402
 from trainer.train_step import TrainStep  # noqa: E402
 
@@ -58,7 +61,7 @@ def _images(recipe, batch: int, seed: int = 1) -> np.ndarray:
 
 
 def test_every_architecture_can_be_submitted():
-    assert set(ARCHITECTURE_NAMES) == set(ARCHITECTURES) == set(ARCHITECTURE_CASES)
+    assert set(typing.get_args(Architecture)) == set(ARCHITECTURES) == set(ARCHITECTURE_CASES)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURE_CASES)

@@ -17,8 +17,8 @@ from ssdstack.jobs.context import JobCancelled, LocalContext
 from ssdstack.jobs.specs import TrainSpec
 from trainer.ascendjob import Cluster, render_ascendjob
 from trainer.network import build_ssd
-from trainer.recipes import get_recipe
-from trainer.service import RANK_OUTCOME, RANK_WEIGHTS, _train_on_ascendjob
+from ssdstack.recipes import get_recipe
+from trainer.ranks import RANK_OUTCOME, RANK_WEIGHTS, train_on_ascendjob
 
 CLUSTER = Cluster(image="registry.example/ssdstack/trainer-ascend:0.1.0", namespace="ml", store_pvc="models")
 JOB_ID = "0123456789abcdef0123456789abcdef"
@@ -76,7 +76,7 @@ def test_the_job_renders_its_ascendjob_and_publishes_what_rank_0_left(tmp_path):
     rank_0 = threading.Thread(target=play_rank_0, args=(run_dir, recipe))
     rank_0.start()
 
-    outcome = _train_on_ascendjob(spec, recipe, tmp_path / "store", JOB_ID, run_dir, CLUSTER, ctx, poll_s=0.05)
+    outcome = train_on_ascendjob(spec, recipe, tmp_path / "store", JOB_ID, run_dir, CLUSTER, ctx, poll_s=0.05)
     rank_0.join()
 
     assert (outcome.epochs_run, outcome.final_loss) == (2, 1.5)
@@ -94,12 +94,12 @@ def test_the_job_renders_its_ascendjob_and_publishes_what_rank_0_left(tmp_path):
 def test_what_a_multi_node_job_needs(tmp_path, spec_fields, cluster, error, match):
     spec = TrainSpec(dataset="d", nodes=2, **spec_fields)
     with pytest.raises(error, match=match):
-        _train_on_ascendjob(spec, get_recipe(spec.architecture), tmp_path, JOB_ID, tmp_path / "run", cluster,
+        train_on_ascendjob(spec, get_recipe(spec.architecture), tmp_path, JOB_ID, tmp_path / "run", cluster,
                             LocalContext(quiet=True))
 
 
 def test_cancel_while_waiting_names_how_to_delete_the_job(tmp_path):
     spec = TrainSpec(dataset="d", nodes=2)
     with pytest.raises(JobCancelled, match="kubectl delete -f"):
-        _train_on_ascendjob(spec, get_recipe(spec.architecture), tmp_path, JOB_ID, tmp_path / "run", CLUSTER,
+        train_on_ascendjob(spec, get_recipe(spec.architecture), tmp_path, JOB_ID, tmp_path / "run", CLUSTER,
                             CancelAfterStart(quiet=True), poll_s=0.01)

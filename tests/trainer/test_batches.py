@@ -7,7 +7,7 @@ import pytest
 from ssdstack.datasets.coco import load_coco_split
 from ssdstack.datasets.synth import synthesize
 from trainer.data import TrainBatches
-from trainer.recipes import get_recipe
+from ssdstack.recipes import get_recipe
 
 
 class ImageIds(TrainBatches):

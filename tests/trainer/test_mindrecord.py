@@ -6,9 +6,10 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import needs
 import pytest
 
-pytest.importorskip("mindspore")
+needs.module("mindspore")
 
 from mindspore.mindrecord import FileReader  # noqa: E402
 
@@ -18,7 +19,7 @@ from ssdstack.datasets.synth import synthesize  # noqa: E402
 from trainer import mindrecord  # noqa: E402
 from trainer.data import TrainBatches  # noqa: E402
 from trainer.mindrecord import MindRecordSource, mindrecord_for  # noqa: E402
-from trainer.recipes import get_recipe  # noqa: E402
+from ssdstack.recipes import get_recipe  # noqa: E402
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory, store_dataset) -> tuple[Path, Path]:

@@ -1,27 +1,32 @@
-"""Train, transfer, import and export jobs through the trainer's service functions, on a
-real store: what they publish, and that bad input fails the job and publishes nothing."""
+"""Train, transfer, import and export jobs through the trainer's stages (run in process,
+as the CLI's local verbs do), on a real store: what they publish, and that bad input
+fails the job and publishes nothing."""
 from __future__ import annotations
 
 import shutil
 
 import numpy as np
+import needs
 import pytest
 
-ms = pytest.importorskip("mindspore")
+ms = needs.module("mindspore")
 
 from ssdstack.datasets.synth import synthesize  # noqa: E402
 from ssdstack.errors import JobFailed, NotFound  # noqa: E402
 from ssdstack.jobs.context import LocalContext  # noqa: E402
+from ssdstack.jobs.pipeline import JOB_TYPES, run_in_process  # noqa: E402
 from ssdstack.jobs.specs import ExportSpec, ImportSpec, TrainSpec  # noqa: E402
 from ssdstack.model_store import ModelStore  # noqa: E402
-from trainer.service import export_and_publish, import_and_publish, train_and_publish  # noqa: E402
+from ssdstack.settings import WorkerSettings  # noqa: E402
+from trainer.tasks import stage_runners  # noqa: E402
 
 FAST = dict(architecture="ssd_lite_mobilenet_v2", epochs=1, batch_size=4, lr=0.01, warmup_epochs=0)
 
 
-def _run(publish, spec, store_dir, job_id: str, **options) -> dict:
-    return publish(spec, store_dir, store_dir.parent / "work" / job_id, job_id, LocalContext(job_id, quiet=True),
-                   default_device="CPU", **options)
+def _run(spec, store_dir, job_id: str) -> dict:
+    """The job's result, its stages run here as the trainer worker runs them."""
+    settings = WorkerSettings(store_dir=store_dir, work_dir=store_dir.parent / "work", train_device="CPU")
+    return run_in_process(JOB_TYPES[spec.type], spec, stage_runners(settings), LocalContext(job_id, quiet=True))
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,7 @@ def store(tmp_path_factory, store_dataset):
     for name, classes in (("two", 2), ("three", 3)):
         synthesize(root / name, images=10, classes=classes, seed=classes, val_fraction=0.2, min_side=96, max_side=160)
         store_dataset(store_dir, root / name, name)
-    result = _run(train_and_publish, TrainSpec(dataset="two", model="base", eval_every=1, **FAST), store_dir, "j-base")
+    result = _run(TrainSpec(dataset="two", model="base", eval_every=1, **FAST), store_dir, "j-base")
     assert result["version"] == 1
     return store_dir
 
@@ -61,7 +66,7 @@ def test_a_trained_version_carries_its_evaluation_report_and_training_record(sto
 
 def test_pretrained_on_another_class_count_reinitialises_the_head(store):
     spec = TrainSpec(dataset="three", model="transfer", pretrained="base:1", freeze="backbone", **FAST)
-    result = _run(train_and_publish, spec, store, "j-transfer")
+    result = _run(spec, store, "j-transfer")
     manifest = ModelStore(store).manifest("transfer", result["version"])
     loaded = manifest["training"]["initialised"]["pretrained"]
     assert loaded["source"] == "base:1" and loaded["reinitialised_count"] > 0
@@ -84,7 +89,7 @@ def test_starting_weights_that_do_not_fit_fail_and_publish_nothing(store, overri
         (folder / "garbage.ckpt").write_bytes(b"not a checkpoint")
     spec = TrainSpec(dataset="three", model="refused", **dict(FAST, **overrides))
     with pytest.raises((JobFailed, NotFound), match=words):
-        _run(train_and_publish, spec, store, "j-refused")
+        _run(spec, store, "j-refused")
     assert _versions(store, "refused") == []
 
 
@@ -93,7 +98,7 @@ def test_import_checks_the_checkpoint_and_publishes_a_servable_version(store):
     labels = ModelStore(store).manifest("base", 1)["labels"]
     spec = ImportSpec(checkpoint="base-v1.ckpt", architecture="ssd_lite_mobilenet_v2", labels=labels,
                       model="imported", dataset="two")
-    result = _run(import_and_publish, spec, store, "j-import")
+    result = _run(spec, store, "j-import")
     manifest = ModelStore(store).manifest("imported", result["version"])
     assert set(manifest["artefacts"]) >= {"checkpoint", "mindir", "onnx", "reference", "labels"}
     original = ModelStore(store).manifest("base", 1)["metrics"]["trained"]["coco"]["AP"]
@@ -110,12 +115,12 @@ def test_import_of_a_checkpoint_that_does_not_fit_fails(store, architecture, lab
         shutil.copy(ModelStore(store).artefact_path("base", 1, "checkpoint"), store / "checkpoints" / "base-v1.ckpt")
     spec = ImportSpec(checkpoint="base-v1.ckpt", architecture=architecture, labels=labels, model="misfit")
     with pytest.raises(JobFailed, match=words):
-        _run(import_and_publish, spec, store, "j-misfit")
+        _run(spec, store, "j-misfit")
     assert _versions(store, "misfit") == []
 
 
 def test_export_makes_a_new_version_from_the_same_weights(store):
-    result = _run(export_and_publish, ExportSpec(model="base", version=1, formats=["ONNX"]), store, "j-export")
+    result = _run(ExportSpec(model="base", version=1, formats=["ONNX"]), store, "j-export")
     models = ModelStore(store)
     manifest = models.manifest("base", result["version"])
     assert manifest["lineage"]["parent_version"] == 1 and "mindir" not in manifest["artefacts"]
@@ -128,14 +133,14 @@ def test_export_makes_a_new_version_from_the_same_weights(store):
 def test_air_export_off_ascend_fails_naming_the_device(store):
     before = _versions(store, "base")
     with pytest.raises(JobFailed, match="AIR export needs an Ascend device; this trainer runs on CPU"):
-        _run(export_and_publish, ExportSpec(model="base", version=1, formats=["AIR"]), store, "j-air")
+        _run(ExportSpec(model="base", version=1, formats=["AIR"]), store, "j-air")
     assert _versions(store, "base") == before
 
 
 @pytest.mark.slow
 def test_two_data_parallel_ranks_through_msrun_train_and_publish(store):
     spec = TrainSpec(dataset="two", model="parallel", devices=2, **dict(FAST, batch_size=2))
-    result = _run(train_and_publish, spec, store, "j-parallel")
+    result = _run(spec, store, "j-parallel")
     manifest = ModelStore(store).manifest("parallel", result["version"])
     assert manifest["training"]["devices"] == 2 and np.isfinite(manifest["training"]["final_loss"])
     logs = store.parent / "work" / "j-parallel" / "ranks"
@@ -143,7 +148,7 @@ def test_two_data_parallel_ranks_through_msrun_train_and_publish(store):
 
 
 def test_model_import_command_publishes_from_a_local_file(store, tmp_path, monkeypatch, capsys):
-    from ssdstack.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("SSDSTACK_STORE_DIR", str(store))
     monkeypatch.setenv("SSDSTACK_WORK_DIR", str(tmp_path / "work"))

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import numpy as np
+import needs
 import pytest
 
-ms = pytest.importorskip("mindspore")
+ms = needs.module("mindspore")
 
 from ssdstack.datasets.coco import load_coco_split  # noqa: E402
 from ssdstack.datasets.synth import synthesize  # noqa: E402
 from ssdstack.jobs.context import JobCancelled, LocalContext  # noqa: E402
 from trainer.export import export_network, reference_images  # noqa: E402
 from trainer.network import build_inference, build_ssd  # noqa: E402
-from trainer.recipes import get_recipe  # noqa: E402
+from ssdstack.recipes import get_recipe  # noqa: E402
 from trainer.train import TrainConfig, latest_checkpoint, train_network  # noqa: E402
 
 

@@ -3,16 +3,17 @@ reduced recipe and real MindSpore training steps."""
 from __future__ import annotations
 
 import numpy as np
+import needs
 import pytest
 
-ms = pytest.importorskip("mindspore")
+ms = needs.module("mindspore")
 
 from ssdstack.datasets.coco import load_coco_split  # noqa: E402
 from ssdstack.datasets.synth import synthesize  # noqa: E402
 from ssdstack.errors import JobFailed  # noqa: E402
 from ssdstack.jobs.context import LocalContext  # noqa: E402
 from trainer.network import build_ssd  # noqa: E402
-from trainer.recipes import get_recipe  # noqa: E402
+from ssdstack.recipes import get_recipe  # noqa: E402
 from trainer.train import TrainConfig, best_checkpoint, latest_checkpoint, train_network  # noqa: E402
 from trainer.transfer import load_backbone, load_pretrained  # noqa: E402
 

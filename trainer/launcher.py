@@ -1,4 +1,4 @@
-"""Data-parallel training on one node: launching the ranks, and setting each rank up.
+"""Starting the ranks of a data-parallel training on one node, without MindSpore.
 
 Two launchers. ``msrun`` (MindSpore's dynamic cluster; CPU, GPU and Ascend) starts a
 scheduler plus one worker per device and writes ``<log_dir>/worker_<rank>.log`` and
@@ -6,10 +6,9 @@ scheduler plus one worker per device and writes ``<log_dir>/worker_<rank>.log`` 
 card with ``RANK_TABLE_FILE``/``RANK_SIZE``/``RANK_ID``/``DEVICE_ID``; we write its logs
 under the same names, so :func:`launch` follows rank 0 the same way for both.
 
-Inside a rank, :func:`parallel_setup` joins the group and :func:`gradient_reducer` gives
-the cell that averages gradients across ranks. A functional train step (``ops.value_and_grad``
-+ optimiser) must call it itself: the ``DATA_PARALLEL`` context alone inserts no all-reduce
-there (measured on CPU with MindSpore 2.8: without the reducer the ranks' weights diverge).
+Inside a rank, :class:`RankContext` prints rank 0's progress and log lines, which
+:func:`relay_to` turns back into calls on the job's context here; :mod:`trainer.parallel`
+joins the group and averages the gradients.
 """
 from __future__ import annotations
 
@@ -26,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+import psutil
 
 from ssdstack.errors import JobFailed
 from ssdstack.jobs.context import JobCancelled
@@ -179,8 +180,6 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 
 def _tagged_processes(tag: str) -> list:
-    import psutil
-
     found = []
     for process in psutil.process_iter():
         if process.pid == os.getpid():
@@ -195,8 +194,6 @@ def _tagged_processes(tag: str) -> list:
 
 def _kill_launch(tag: str, started: Sequence[subprocess.Popen]) -> None:
     """SIGKILL every process of the launch and their process groups, then reap ours."""
-    import psutil
-
     own_group = os.getpgrp()
     pids = {p.pid for p in started if p.poll() is None} | {p.pid for p in _tagged_processes(tag)}
     for pid in pids:
@@ -217,8 +214,6 @@ def _kill_launch(tag: str, started: Sequence[subprocess.Popen]) -> None:
 
 def _msrun_workers(msrun: subprocess.Popen) -> dict[int, int]:
     """``{pid: rank}`` of msrun's running workers, which msrun starts as session leaders."""
-    import psutil
-
     workers = {}
     try:
         children = psutil.Process(msrun.pid).children()
@@ -354,54 +349,6 @@ def launch(plan: LaunchPlan, entry_args: Sequence[str], timeout_s: float,
         # Whatever happened, nothing of this launch outlives it (msrun's log tails included).
         _kill_launch(tag, started)
         rank0.poll(final=True)
-
-
-def launched_distributed(environ: Mapping[str, str] = os.environ) -> bool:
-    """True inside a rank started by msrun / the dynamic cluster, or by a rank table."""
-    if "MS_ROLE" in environ:
-        return True
-    return "RANK_TABLE_FILE" in environ and int(environ.get("RANK_SIZE", "1")) > 1
-
-
-def parallel_setup(device_target: str) -> tuple[int, int]:
-    """Join the data-parallel group when this process is a launched rank: ``(rank, group_size)``;
-    ``(0, 1)`` otherwise. ``init()`` picks the backend from the device: HCCL on Ascend, NCCL
-    on GPU, MCCL on CPU.
-
-    Call it first thing, before loading data or building cells: msrun also runs the entry
-    as its scheduler (``MS_ROLE=MS_SCHED``), and there ``init()`` serves the cluster and
-    ends the process when the job ends instead of returning.
-    """
-    if not launched_distributed():
-        return 0, 1
-    import mindspore as ms
-    from mindspore.communication import get_group_size, get_rank, init
-
-    # service.py chooses the device with set_context; keep to the same (deprecated) API.
-    if ms.get_context("device_target") != device_target:
-        ms.set_context(device_target=device_target)
-    if device_target == "Ascend" and "MS_ROLE" not in os.environ and "DEVICE_ID" in os.environ:
-        # rank table: this process owns card DEVICE_ID (msrun assigns cards itself).
-        ms.set_context(device_id=int(os.environ["DEVICE_ID"]))
-    init()
-    ms.reset_auto_parallel_context()
-    # Harmless for the functional step (which reduces through gradient_reducer) and what
-    # TrainOneStepCell / Model need to reduce by themselves.
-    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
-    return get_rank(), get_group_size()
-
-
-def gradient_reducer(parameters, group_size: int):
-    """The cell that averages a gradient tuple over all ranks, or ``None`` for one process.
-
-    In a functional train step apply it right after ``value_and_grad`` and before the
-    overflow check, so that every rank sees the same gradients and takes the same branch.
-    """
-    if group_size <= 1:
-        return None
-    from mindspore import nn
-
-    return nn.DistributedGradReducer(parameters, mean=True, degree=group_size)
 
 
 _PROGRESS, _LOG = "@progress ", "@log "

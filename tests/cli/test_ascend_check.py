@@ -14,12 +14,11 @@ import pytest
 
 from converter.service import convert_version
 from inferencer.backends import select_engine
-from inferencer.detector import Detector
 from ssdstack.datasets.coco import load_coco_split
 from ssdstack.jobs.context import LocalContext
 from fakes.ascend.recording import fake_mxsdk_path, mxpi_objects, write_json_recording
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FAKE_BIN = REPO / "tests" / "fakes" / "ascend" / "bin"
 
 
@@ -32,7 +31,7 @@ def recorded_store(store_with_dataset, tmp_path):
     manifest = store.manifest("demo", 1)
     engine = select_engine("onnxruntime")
     engine.load(store.version_dir("demo", 1), manifest)
-    detector = Detector(engine, manifest, "demo", 1)
+    detector = engine.detector(manifest, "demo", 1)
     recordings = tmp_path / "recordings"
     for record in load_coco_split(store.root / "datasets" / "synth", "val").records:
         jpeg = record.path.read_bytes()

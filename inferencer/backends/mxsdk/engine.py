@@ -6,7 +6,7 @@ per process, initialised once; a stream per served version; ``SendDataWithUnique
 Calls on a stream are not thread-safe, and the request threads of the inferencer share
 the manager, so every call pair runs under one process-wide lock.
 
-Preprocessing (see :mod:`inferencer.mxsdk_config`): ``dvpp`` sends JPEG bytes (re-encoded
+Preprocessing (see :mod:`inferencer.backends.mxsdk.config`): ``dvpp`` sends JPEG bytes (re-encoded
 by the detector when DVPP cannot decode the original; the ``.om`` must have the yuv420sp
 AIPP, and the input size must suit DVPP: width a multiple of 16, height of 2); ``cpu``
 sends the host-resized uint8 image (rgb or bgr AIPP). ``auto`` follows the image format the ``.om`` was converted for. A 300x300 model
@@ -26,8 +26,17 @@ from pathlib import Path
 import numpy as np
 
 from inferencer.backends.base import InferenceEngine
-from inferencer.mxsdk_config import (INFER_PLUGIN, INPUT_PLUGIN, dvpp_pipeline, labels_file, postprocess_config,
-                                     stream_name, tensor_pipeline)
+from inferencer.backends.mxsdk.config import (
+    INFER_PLUGIN,
+    INPUT_PLUGIN,
+    dvpp_pipeline,
+    labels_file,
+    postprocess_config,
+    stream_name,
+    tensor_pipeline,
+)
+from inferencer.backends.mxsdk.dvpp import DvppDetector
+from inferencer.detector import Detector
 from ssdstack.ascend import dvpp_fits, host_soc_version
 from ssdstack.errors import BackendUnavailable, Conflict, InvalidInput, ServiceUnavailable, UpstreamTimeout
 
@@ -48,7 +57,7 @@ class StreamManager:
 
     def __init__(self):
         try:
-            import StreamManagerApi as mx
+            import StreamManagerApi as mx  # optional runtime: the MindX SDK exists only on Ascend hosts
         except (ImportError, OSError) as error:  # e.g. the SDK's .so files not on LD_LIBRARY_PATH
             raise BackendUnavailable(f"the MindX SDK does not load ({type(error).__name__}: {error}): "
                                      f"{MxSdkEngine.install_hint}") from None
@@ -89,7 +98,7 @@ class StreamManager:
 
     def infer_tensor(self, name: bytes, tensor: np.ndarray, timeout_ms: int, device_id: int = 0) -> list[np.ndarray]:
         """Send a uint8 tensor to a model-only stream on ``device_id``; returns the model's outputs."""
-        import MxpiDataType_pb2 as mxpi
+        import MxpiDataType_pb2 as mxpi  # the MindX SDK's, as StreamManagerApi above
 
         packages = mxpi.MxpiTensorPackageList()
         item = packages.tensorPackageVec.add().tensorVec.add()
@@ -172,7 +181,7 @@ class MxSdkEngine(InferenceEngine):
     """Serves one version's ``model.om`` (see the module docstring)."""
 
     name = "mxsdk"
-    serving_kind = "serving_om"
+    artefact = "serving_om"
     python_modules = ("StreamManagerApi",)
     executables = ("npu-smi",)
     install_hint = ("install MindX SDK mxVision and `source /usr/local/Ascend/mxVision/set_env.sh`, on a host "
@@ -195,9 +204,11 @@ class MxSdkEngine(InferenceEngine):
         self._stream = b""
         self._manager: StreamManager | None = None
 
-    @property
-    def takes_encoded_images(self) -> bool:
-        return self.preprocessing == "dvpp"
+    def detector(self, manifest: dict, name: str, version: int) -> Detector:
+        """With ``dvpp`` preprocessing, a detector that sends the image file to the stream."""
+        if self.preprocessing == "dvpp":
+            return DvppDetector(self, manifest, name, version)
+        return super().detector(manifest, name, version)
 
     def load(self, version_dir: Path, manifest: dict) -> None:
         om = self.serving_file(version_dir, manifest)

@@ -18,17 +18,27 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
+import uuid
 from pathlib import Path
 
-from ssdstack.datasets import formats, synth
+from cli import datasets
+from cli.ascend_check import run_ascend_check
+from cli.client import Client
+from cli.demo import DemoConfig, run_demo
+from cli.localstack import LocalStack
+from ssdstack.errors import SsdStackError
+from ssdstack.jobs.context import LocalContext
+from ssdstack.jobs.pipeline import JOB_TYPES, run_in_process
+from ssdstack.jobs.specs import ExportSpec, ImportSpec, TrainSpec
+from ssdstack.model_store import ModelStore
+from ssdstack.settings import WorkerSettings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def _stack(args):
-    from ssdstack.localstack import LocalStack
-
+def _stack(args) -> LocalStack:
     return LocalStack(Path(args.var_dir), redis_port=args.redis_port, gateway_port=args.port, api_key=args.api_key)
 
 
@@ -47,9 +57,6 @@ def cmd_stack(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ssdstack.client import Client
-    from ssdstack.demo import DemoConfig, run_demo
-
     stack = _stack(args)
     stack.up(wait_ready=True, timeout=args.timeout)
     base = f"http://127.0.0.1:{args.port}"
@@ -65,10 +72,9 @@ def cmd_demo(args) -> int:
 
 
 def cmd_detect(args) -> int:
+    # Local verbs import their service lazily: the remote verbs run without its extra.
     from inferencer.backends import engine_options
     from inferencer.repository import ModelRepository
-    from ssdstack.model_store import ModelStore
-    from ssdstack.settings import WorkerSettings
 
     settings = WorkerSettings()
     repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend, engine_options(settings))
@@ -97,38 +103,34 @@ def cmd_detect(args) -> int:
     return 1 if failures else 0
 
 
-def _run_local(publish, spec, **options) -> int:
-    """Run a trainer service function in this process, as the trainer worker would."""
-    import uuid
-
-    from ssdstack.errors import SsdStackError
-    from ssdstack.jobs.context import LocalContext
-    from ssdstack.settings import WorkerSettings
+def _run_local(spec, replace: dict | None = None) -> int:
+    """Run a job's stages in this process, as the trainer worker would (trainer extra needed);
+    ``replace``: stage functions to use instead of the trainer's."""
+    # The trainer (MindSpore) is imported for local verbs only, as the inferencer in cmd_detect.
+    from trainer.service import run_dir_for
+    from trainer.tasks import stage_runners
 
     settings = WorkerSettings()
-    job_id = f"local-{uuid.uuid4().hex[:12]}"
+    ctx = LocalContext(f"local-{uuid.uuid4().hex[:12]}")
+    runners = dict(stage_runners(settings), **(replace or {}))
     try:
-        result = publish(spec, settings.store_dir, settings.work_dir / job_id, job_id, LocalContext(job_id),
-                         default_device=settings.train_device, **options)
+        result = run_in_process(JOB_TYPES[spec.type], spec, runners, ctx)
     except SsdStackError as error:
         print(f"error: {error.message}", file=sys.stderr)
         for line in error.details if isinstance(error.details, list) else []:
             print(f"  {line}", file=sys.stderr)
         return 1
+    shutil.rmtree(run_dir_for(settings.store_dir, ctx.job_id), ignore_errors=True)
     print(json.dumps(result, indent=2))
     return 0
 
 
 def cmd_train(args) -> int:
-    from ssdstack.jobs.specs import TrainSpec
-    from trainer.service import train_and_publish
-
-    return _run_local(train_and_publish, TrainSpec.model_validate_json(Path(args.spec).read_text()))
+    return _run_local(TrainSpec.model_validate_json(Path(args.spec).read_text()))
 
 
 def cmd_model_import(args) -> int:
-    from ssdstack.jobs.specs import ImportSpec
-    from trainer.service import import_and_publish
+    from trainer.service import import_weights  # the trainer's extra: see _run_local
 
     path = Path(args.checkpoint)
     labels = [line.strip() for line in Path(args.labels).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -137,19 +139,20 @@ def cmd_model_import(args) -> int:
     # The spec names an uploaded file; here the local path is loaded instead.
     spec = ImportSpec(checkpoint=re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip("._-")[:100] + ".ckpt",
                       architecture=args.architecture, labels=labels, model=args.model, dataset=args.dataset)
-    return _run_local(import_and_publish, spec, checkpoint=path)
+    settings = WorkerSettings()
+
+    def import_local(ctx, data):
+        return import_weights(data, settings.store_dir, settings.work_dir / ctx.job_id, ctx,
+                              default_device=settings.train_device, checkpoint=path)
+
+    return _run_local(spec, {"import": import_local})
 
 
 def cmd_model_export(args) -> int:
-    from ssdstack.jobs.specs import ExportSpec
-    from trainer.service import export_and_publish
-
-    return _run_local(export_and_publish, ExportSpec(model=args.model, version=args.version, formats=args.formats))
+    return _run_local(ExportSpec(model=args.model, version=args.version, formats=args.formats))
 
 
 def cmd_job_submit(args) -> int:
-    from ssdstack.client import Client
-
     client = Client(os.environ.get("SSDSTACK_URL", "http://127.0.0.1:8000"),
                     os.environ.get("SSDSTACK_API_KEY", "local-dev-key"))
     try:
@@ -164,9 +167,6 @@ def cmd_job_submit(args) -> int:
 
 
 def cmd_ascend_check(args) -> int:
-    from ssdstack.ascend_check import run_ascend_check
-    from ssdstack.settings import WorkerSettings
-
     settings = WorkerSettings()
     report = run_ascend_check(settings.store_dir, args.model, Path(args.out), dataset=args.dataset,
                               split=args.split, soc_version=args.soc_version or settings.ascend_soc_version or None,
@@ -182,8 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     dataset = commands.add_parser("dataset", help="dataset tools").add_subparsers(dest="dataset_command", required=True)
-    synth.add_cli(dataset)
-    formats.add_cli(dataset)
+    datasets.add_commands(dataset)
 
     def stack_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--var-dir", default=os.environ.get("SSDSTACK_LOCAL_DIR", "var/local"))

@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 
-from ssdstack.demo import ProgressView, best_match, held_out_image
+from cli.demo import ProgressView, best_match, held_out_image
 
 
 class Terminal(io.StringIO):
@@ -52,3 +52,19 @@ def test_held_out_image_carries_its_boxes(tmp_path):
     data, boxes, labels, size = held_out_image(tmp_path / "h", seed=5, classes=3)
     assert data[:2] == b"\xff\xd8" and boxes.shape == (len(labels), 4) and len(size) == 2
     assert (boxes[:, 2] <= size[0]).all() and (boxes[:, 3] <= size[1]).all()
+
+
+def test_progress_names_each_stage_and_its_place_in_the_job():
+    out = io.StringIO()
+    view = ProgressView(out)
+    stages = [{"name": name, "state": "pending"} for name in ("train", "export", "convert", "evaluate", "deploy")]
+    view(dict(_job(1, 1), stage="train", stages=stages))
+    view({"state": "running", "stage": "export", "stages": stages, "progress": {"stage": "export"}})
+    view({"state": "running", "stage": "convert", "stages": stages, "progress": {"stage": "queued:convert"}})
+    view({"state": "running", "stage": "evaluate", "stages": stages,
+          "progress": {"stage": "evaluate", "evaluated": 3, "to_evaluate": 8}})
+    view({"state": "running", "stage": "deploy", "stages": stages, "progress": {"stage": "deploy"}})
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[1/5] train [")
+    assert lines[1:] == ["[2/5] export (running)", "[3/5] convert (running)", "[4/5] evaluate: 3/8 images",
+                         "[5/5] deploy (running)"]

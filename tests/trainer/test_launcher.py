@@ -1,7 +1,7 @@
-"""Data-parallel launching: exact commands and environments, then real msrun runs on CPU."""
+"""Data-parallel launching (``trainer.launcher``): exact commands and environments, then
+real msrun runs on CPU whose ranks join a group and average gradients (``trainer.parallel``)."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import socket
@@ -9,14 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import needs
 import numpy as np
+import psutil
 import pytest
 
 from ssdstack.errors import JobFailed
 from ssdstack.jobs.context import JobCancelled, LocalContext
-from trainer.distributed import (LaunchPlan, RankContext, RankFailed, free_port, launch, launch_processes,
-                                 launched_distributed, msrun_process, parallel_setup, rank_table_processes,
-                                 relay_to, worker_log)
+from trainer.launcher import (LaunchPlan, RankContext, RankFailed, free_port, launch, launch_processes,
+                              msrun_process, rank_table_processes, relay_to, worker_log)
 
 ENTRY = Path(__file__).with_name("dist_entry.py")
 BASE_ENV = {"PATH": "/usr/bin", "HOME": "/home/t", "RANK_ID": "7", "MS_ROLE": "MS_WORKER", "DEVICE_ID": "3"}
@@ -78,13 +79,8 @@ def test_free_port_can_be_bound_on_localhost():
 
 def test_msrun_is_where_the_plan_looks_for_it():
     # The launcher runs msrun from the interpreter's directory; the venv installs it there.
-    if importlib.util.find_spec("mindspore") is None:
-        pytest.skip("MindSpore not installed")
+    needs.module("mindspore")
     assert shutil.which("msrun", path=str(Path(sys.executable).parent))
-
-
-needs_psutil = pytest.mark.skipif(importlib.util.find_spec("psutil") is None,
-                                  reason="launch finds its processes with psutil (a MindSpore dependency)")
 
 
 def _rank_table_plan(tmp_path: Path) -> LaunchPlan:
@@ -94,7 +90,6 @@ def _rank_table_plan(tmp_path: Path) -> LaunchPlan:
                       rank_table_file=tmp_path / "hccl.json")
 
 
-@needs_psutil
 def test_rank_table_launch_streams_rank_zero(tmp_path):
     lines: list[str] = []
     launch(_rank_table_plan(tmp_path), ["-c", "import os; print('rank', os.environ['RANK_ID'], 'of', "
@@ -104,7 +99,6 @@ def test_rank_table_launch_streams_rank_zero(tmp_path):
     assert worker_log(_rank_table_plan(tmp_path), 1).read_text() == "rank 1 of 2 device 1\n"
 
 
-@needs_psutil
 def test_rank_table_launch_names_the_failing_rank(tmp_path):
     script = ("import os, sys, time\n"
               "if os.environ['RANK_ID'] == '1':\n"
@@ -114,20 +108,6 @@ def test_rank_table_launch_names_the_failing_rank(tmp_path):
         launch(_rank_table_plan(tmp_path), ["-c", script, str(tmp_path)], timeout_s=60)
     assert failed.value.details["log_tail"] == ["ValueError: no card for rank 1"]
     assert _processes_mentioning(str(tmp_path)) == []
-
-
-def test_launched_distributed_reads_the_launchers_variables():
-    assert launched_distributed({"MS_ROLE": "MS_WORKER", "MS_WORKER_NUM": "2"})
-    assert launched_distributed({"MS_ROLE": "MS_SCHED"})
-    assert launched_distributed({"RANK_TABLE_FILE": "/r.json", "RANK_SIZE": "8", "RANK_ID": "3"})
-    assert not launched_distributed({"RANK_TABLE_FILE": "/r.json", "RANK_SIZE": "1"})
-    assert not launched_distributed({"RANK_ID": "0", "DEVICE_ID": "0"})
-
-
-def test_parallel_setup_is_a_single_process_outside_a_launcher(monkeypatch):
-    for name in ("MS_ROLE", "RANK_TABLE_FILE", "RANK_SIZE"):
-        monkeypatch.delenv(name, raising=False)
-    assert parallel_setup("CPU") == (0, 1)
 
 
 def test_rank_zero_progress_and_log_lines_reach_the_job_context(capsys):
@@ -144,15 +124,10 @@ def test_rank_zero_progress_and_log_lines_reach_the_job_context(capsys):
 
 # --- real launches: two msrun ranks on this CPU -------------------------------------------
 
-needs_msrun = pytest.mark.skipif(
-    importlib.util.find_spec("mindspore") is None or not (Path(sys.executable).parent / "msrun").exists(),
-    reason="needs MindSpore with msrun next to the interpreter")
 CHECKSUM = re.compile(r"CHECKSUM rank=(\d+) size=(\d+) sum=(\S+) md5=(\w+)")
 
 
 def _processes_mentioning(marker: str) -> list[str]:
-    import psutil
-
     found = []
     for process in psutil.process_iter():
         try:
@@ -173,12 +148,13 @@ def _run_alone(tmp_path: Path, ranks: int) -> np.ndarray:
 
 @pytest.fixture
 def plan(tmp_path, monkeypatch):
+    needs.module("mindspore")
+    needs.program("msrun", path=str(Path(sys.executable).parent))
     monkeypatch.setenv("GLOG_v", "3")
     return LaunchPlan(devices=2, log_dir=tmp_path / "logs", master_port=free_port())
 
 
 @pytest.mark.slow
-@needs_msrun
 def test_two_ranks_on_different_data_end_with_the_same_weights(plan, tmp_path):
     ctx = LocalContext(quiet=True)
     relay = relay_to(ctx)
@@ -205,7 +181,6 @@ def test_two_ranks_on_different_data_end_with_the_same_weights(plan, tmp_path):
 
 
 @pytest.mark.slow
-@needs_msrun
 @pytest.mark.parametrize("before_init", [False, True], ids=["after-init", "before-init"])
 def test_a_failing_rank_stops_the_launch_and_names_itself(plan, tmp_path, before_init):
     args = [str(ENTRY), "--steps", "1000", "--fail-rank", "1", "--out", str(tmp_path)]
@@ -219,7 +194,6 @@ def test_a_failing_rank_stops_the_launch_and_names_itself(plan, tmp_path, before
 
 
 @pytest.mark.slow
-@needs_msrun
 def test_cancel_kills_every_rank(plan, tmp_path):
     steps: list[str] = []
     with pytest.raises(JobCancelled):
@@ -230,7 +204,6 @@ def test_cancel_kills_every_rank(plan, tmp_path):
 
 
 @pytest.mark.slow
-@needs_msrun
 def test_timeout_kills_every_rank(plan, tmp_path):
     with pytest.raises(JobFailed, match="did not finish within 3 s"):
         launch(plan, [str(ENTRY), "--steps", "100000", "--out", str(tmp_path)], timeout_s=3)

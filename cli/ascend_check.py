@@ -24,8 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ssdstack.ascend import npu_chips
 from ssdstack.detection.boxes import box_iou
 from ssdstack.errors import BackendUnavailable, InvalidInput, SsdStackError
+from ssdstack.jobs.context import LocalContext
+from ssdstack.jobs.specs import AtcOptions
+from ssdstack.model_store import ModelStore
 
 IOU_MATCH = 0.5
 
@@ -35,12 +39,10 @@ def run_ascend_check(store_dir: Path, model: str, out_dir: Path, *, dataset: str
                      preprocessing: str = "auto", work_dir: Path = Path("var/work"),
                      agreement_score: float = 0.3, min_agreement: float = 0.9, max_map_gap: float = 0.02) -> dict:
     """Run the check (see the module docstring); returns the report, also written to ``out_dir``."""
+    # The services are imported here: the CLI's other verbs run without their extras.
     from converter.service import convert_version
     from inferencer.backends.mxsdk import MxSdkEngine
     from inferencer.evaluate import evaluate_served
-    from ssdstack.ascend import npu_chips
-    from ssdstack.jobs.context import LocalContext
-    from ssdstack.model_store import ModelStore
 
     report: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": [],
                     "thresholds": {"agreement_score": agreement_score, "min_agreement": min_agreement,
@@ -67,7 +69,7 @@ def run_ascend_check(store_dir: Path, model: str, out_dir: Path, *, dataset: str
         step("atc", lambda: {"path": _which("atc", "install the CANN toolkit and source its set_env.sh")})
         step("mindx-sdk", lambda: _mindx_available(MxSdkEngine()))
         name, version = step("model", lambda: _pick_version(store, model))["version"]
-        atc_options = {"soc_version": soc_version, "image_format": image_format}
+        atc_options = AtcOptions(soc_version=soc_version, image_format=image_format)
         step("convert-atc", lambda: _compact(convert_version(store, name, version, "atc", ctx, atc=atc_options)))
         step("convert-onnxruntime", lambda: _compact(convert_version(store, name, version, "onnxruntime", ctx)))
         options = {"mxsdk": {"preprocessing": preprocessing, "soc_version": soc_version, "work_dir": work_dir}}
@@ -175,8 +177,9 @@ def _pick_version(store, model: str) -> dict:
     return {"version": (name, max(numbers))}
 
 
-def _compact(result: dict) -> dict:
-    return {"backend": result["backend"], "artefact": result["artefact"], "check_passed": result["check"]["passed"]}
+def _compact(result) -> dict:
+    """A :class:`~ssdstack.jobs.stage_data.Converted` as the report shows it."""
+    return {"backend": result.backend, "artefact": result.artefact, "check_passed": result.check["passed"]}
 
 
 def _metrics(served: dict) -> dict:

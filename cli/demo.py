@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssdstack.client import Client
+from cli.client import Client
 from ssdstack.datasets.coco import load_coco_split
 from ssdstack.datasets.synth import synthesize
 from ssdstack.detection.boxes import box_iou
@@ -51,7 +51,8 @@ def zip_folder(folder: Path, archive: Path) -> Path:
 
 
 class ProgressView:
-    """A progress bar on a terminal; plain lines (at most one per epoch or stage) otherwise."""
+    """A progress bar on a terminal; plain lines (at most one per epoch or stage) otherwise.
+    Each line starts with the job's stage and its place in the job (``[2/5] export``)."""
 
     def __init__(self, stream=sys.stdout):
         self.stream = stream
@@ -60,20 +61,24 @@ class ProgressView:
 
     def __call__(self, job: dict) -> None:
         p = job.get("progress") or {}
-        stage = p.get("stage", job["state"])
-        if stage == "train" and "epoch" in p:
+        names = [entry["name"] for entry in job.get("stages") or []]
+        stage = job.get("stage") if job.get("stage") in names else p.get("stage", job["state"])
+        place = f"[{names.index(stage) + 1}/{len(names)}] " if stage in names else ""
+        if p.get("stage") == "train" and "epoch" in p:
             done = ((p["epoch"] - 1) * p["steps_per_epoch"] + p["step"]) / (p["epochs"] * p["steps_per_epoch"])
             bar = "#" * int(done * 30)
-            text = (f"train [{bar:<30}] {done:6.1%} epoch {p['epoch']}/{p['epochs']} step {p['step']}/"
+            text = (f"{place}train [{bar:<30}] {done:6.1%} epoch {p['epoch']}/{p['epochs']} step {p['step']}/"
                     f"{p['steps_per_epoch']} loss {p['loss']:.4f} {p.get('images_per_s', 0):.1f} img/s "
                     f"ETA {int(p.get('eta_s', 0)) // 60}:{int(p.get('eta_s', 0)) % 60:02d}")
             key = ("train", p["epoch"])
-        elif "evaluated" in p and stage == "evaluate":
-            text = f"{stage}: {p['evaluated']}/{p['to_evaluate']} images"
-            key = (stage, job.get("worker"))
+        elif "evaluated" in p and p.get("stage") in ("evaluate", "evaluate_trained"):
+            text = f"{place}{stage}: {p['evaluated']}/{p['to_evaluate']} images"
+            key = (stage, p.get("stage"), job.get("worker"))
         else:
-            text = f"{stage} ({job['state']})"
-            key = (stage,)
+            step = p.get("stage")
+            shown = f"{stage}: {step}" if step and step != stage and not step.startswith("queued:") else stage
+            text = f"{place}{shown} ({job['state']})"
+            key = (stage, step)
         if self.tty:
             self.stream.write("\r\033[K" + text)
             self.stream.flush()
@@ -125,7 +130,7 @@ def run_demo(client: Client, work: Path, config: DemoConfig, out=sys.stdout) -> 
     spec = {"type": "pipeline", "dataset": name, "model": config.model, "architecture": config.architecture,
             "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "checkpoint_every": 5}
     job = client.submit(spec)
-    say(f"pipeline job {job['id']} submitted: train -> export -> convert -> evaluate -> deploy")
+    say(f"pipeline job {job['id']} submitted: {' -> '.join(stage['name'] for stage in job['stages'])}")
     view = ProgressView(out)
     try:
         job = client.wait(job["id"], timeout=config.timeout_s, on_update=view)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from converter.service import convert_version
-from ssdstack.cli import main
+from cli.main import main
 from ssdstack.jobs.context import LocalContext
 from ssdstack.model_store import ModelStore
 

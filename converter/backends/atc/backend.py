@@ -28,8 +28,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from converter.aipp import aipp_settings, render_aipp
-from converter.backends.base import ConverterBackend, ConvertResult
+import numpy as np
+
+from converter.backends.atc.aipp import aipp_settings, render_aipp
+from converter.backends.base import ConverterBackend, ConvertOptions, ConvertResult
 from ssdstack.ascend import dvpp_fits, host_soc_version
 from ssdstack.errors import BackendUnavailable, InvalidInput, JobFailed
 from ssdstack.jobs.context import JobCancelled, JobContext
@@ -60,15 +62,15 @@ class AtcRun:
 
 class AtcBackend(ConverterBackend):
     name = "atc"
-    artefact_kind = "serving_om"
+    artefact = "serving_om"
     executables = ("atc",)
     install_hint = ("install the CANN toolkit and `source /usr/local/Ascend/ascend-toolkit/set_env.sh` "
                     "(the converter's Ascend image does this in its entrypoint)")
 
-    def convert(self, version_dir: Path, manifest: dict, out_dir: Path, options: dict,
+    def convert(self, version_dir: Path, manifest: dict, out_dir: Path, options: ConvertOptions,
                 ctx: JobContext) -> ConvertResult:
-        settings = AtcOptions.model_validate(options.get("atc") or {})
-        soc_version = resolve_soc_version(settings.soc_version, options.get("default_soc_version"))
+        settings = options.atc
+        soc_version = resolve_soc_version(settings.soc_version, options.soc_version)
         source_kind, source = _source(version_dir, manifest, settings)
         size = int(manifest["image_size"])
         image_format = settings.image_format
@@ -81,7 +83,7 @@ class AtcBackend(ConverterBackend):
             raise InvalidInput(f"cannot generate the AIPP config: {error}") from None
         input_name = None
         if source_kind == "onnx":
-            import onnx
+            import onnx  # optional runtime: listing backends must not need it
 
             graph_model = onnx.load(str(source))
             input_name = _onnx_input_name(graph_model, source.name)
@@ -92,12 +94,12 @@ class AtcBackend(ConverterBackend):
         env = dict(os.environ)
         # ATC writes its detailed logs under $HOME/ascend/log unless told otherwise; HOME may
         # be read-only in a container, and a failed job's logs must outlive its staging folder.
-        log_dir = Path(env.get("ASCEND_PROCESS_LOG_PATH") or options.get("log_dir") or out_dir / "atc-logs")
+        log_dir = Path(env.get("ASCEND_PROCESS_LOG_PATH") or options.log_dir or out_dir / "atc-logs")
         env["ASCEND_PROCESS_LOG_PATH"] = str(log_dir)
         run = run_atc(command, settings.timeout_s, ctx, env, cwd=out_dir)
         om = out_dir / f"{OM_STEM}.om"
         judge(run, om, command, log_dir)
-        if options.get("log_dir") and "ASCEND_PROCESS_LOG_PATH" not in os.environ:
+        if options.log_dir and "ASCEND_PROCESS_LOG_PATH" not in os.environ:
             shutil.rmtree(log_dir, ignore_errors=True)  # kept only for failed runs
         ctx.log(f"atc: wrote {om.name} ({om.stat().st_size} bytes) for {soc_version} in {run.seconds:.1f} s")
         details = {
@@ -118,7 +120,7 @@ class AtcBackend(ConverterBackend):
         }
         check = {"passed": None, "reason": "an .om runs only on an NPU: the evaluate stage measures its served "
                  "mAP there, and `ssdstack ascend-check` compares its detections with ONNX Runtime"}
-        return ConvertResult(self.artefact_kind, om, check, details, extra={"aipp_cfg": aipp})
+        return ConvertResult(self.artefact, om, check, details, extra={"aipp_cfg": aipp})
 
 
 def target_chip_known(default: str | None) -> bool:
@@ -297,8 +299,7 @@ def _check_batch(model, file_name: str, settings: AtcOptions) -> None:
     batches = settings.dynamic_batch or [settings.batch_size]
     if batches == [1]:
         return
-    import numpy as np
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional runtime, as onnx above
 
     value = model.graph.input[0]
     dims = value.type.tensor_type.shape.dim

@@ -1,5 +1,6 @@
-"""Which JPEGs the NPU's JPEG decoder (DVPP JPEGD) takes, read from the file's markers,
-and a baseline JPEG for the images it does not take.
+"""Detection with the image decoded on the NPU (DVPP): which JPEGs the device's JPEG
+decoder (JPEGD) takes, read from the file's markers, a baseline JPEG for the images it
+does not take, and the :class:`DvppDetector` that sends the file bytes to the stream.
 
 Vendor facts (CANN "JPEGD functions and restrictions"): Huffman-coded JPEG only, YUV
 sampling 4:4:4, 4:2:2, 4:2:0, 4:0:0 or 4:4:0; no arithmetic coding, no progressive JPEG,
@@ -13,9 +14,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
-from ssdstack.errors import InvalidImage
+from inferencer.detector import DEFAULT_MAX_PIXELS, Detector
+from ssdstack.detection.nms import batched_nms
+from ssdstack.errors import InvalidImage, InvalidInput
 from ssdstack.images import decode_image
 
 MIN_SIDE, MAX_SIDE = 32, 8192
@@ -137,3 +141,46 @@ def _format_name(data: bytes) -> str:
             return image.format or "an unknown format"
     except (OSError, SyntaxError, ValueError):
         return "not an image Pillow recognises"
+
+
+class DvppDetector(Detector):
+    """The detector of an engine that decodes JPEGs on the NPU (MindX with DVPP): it sends
+    file bytes, and the device's SSD postprocessor returns boxes in original pixels."""
+
+    def detect(self, image_bytes: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, score_threshold: float | None = None,
+               iou_threshold: float | None = None, max_detections: int | None = None,
+               exif_transpose: bool = True) -> dict:
+        """As :meth:`Detector.detect`. The device decodes, resizes, thresholds and runs NMS
+        with the manifest's settings; a stricter score or IoU threshold and
+        ``max_detections`` apply here afterwards.
+
+        JPEGs DVPP takes go as they are. Other images, and JPEGs with an EXIF orientation
+        to apply (whether the device decoder applies it is not verified), are decoded here
+        and sent as a baseline JPEG, so boxes are always in the frame the API promises.
+        """
+        config = self._config(score_threshold, iou_threshold, max_detections)
+        try:
+            info = dvpp_jpeg_info(image_bytes, max_pixels)
+            width, height = info.width, info.height
+            reencode = exif_transpose and info.orientation != 1
+        except UnsupportedByDvpp:
+            reencode = True
+        if config.score_threshold < self.postprocess.score_threshold:
+            raise InvalidInput(f"the device postprocessor keeps scores >= {self.postprocess.score_threshold}; "
+                               "a lower score_threshold needs cpu preprocessing")
+        if config.iou_threshold > self.postprocess.iou_threshold:
+            raise InvalidInput(f"the device postprocessor already ran NMS at IoU {self.postprocess.iou_threshold}; "
+                               "a higher iou_threshold needs cpu preprocessing")
+        if reencode:
+            image_bytes, width, height = baseline_jpeg(image_bytes, max_pixels, exif_transpose)
+        boxes, scores, labels = self.engine.detect_encoded(image_bytes, self.labels)
+        keep = np.flatnonzero(scores > config.score_threshold)  # as the shared postprocess compares
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = batched_nms(boxes, scores, labels, config.iou_threshold)[:config.max_detections]
+        limits = np.asarray([width, height, width, height], np.float32)
+        boxes = np.clip(boxes[keep], 0, limits)
+        return self._answer(boxes, scores[keep], labels[keep], width, height)
+
+    def detect_array(self, rgb: np.ndarray, score_threshold: float | None = None, iou_threshold: float | None = None,
+                     max_detections: int | None = None) -> dict:
+        raise InvalidInput(f"the {self.engine.name} engine decodes images on the device: send the file bytes")

@@ -1,0 +1,113 @@
+"""The detect wire format between the gateway and the inferencers, in one place.
+
+The gateway sends a :class:`DetectRequest` as the only argument of an
+``inferencer.detect`` task on the ``infer`` queue (with an expiry), then waits on the
+request's reply list (``BLPOP`` with a timeout). The inferencer pushes one JSON reply
+there: a :class:`DetectAnswer`, or a :class:`DetectError` (a bad image is the client's
+problem, never a task failure). Both carry a ``schema_version``; a message without one
+is from the previous release, whose fields were the same, and reads as version 1.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from typing import Any
+
+from celery import Celery
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ssdstack.celery_app import INFER_QUEUE
+from ssdstack.errors import InvalidInput, ServiceUnavailable, SsdStackError
+
+SCHEMA_VERSION = 1
+# Task names are part of the wire protocol between services; never rename one lightly.
+DETECT_TASK = "inferencer.detect"
+REPLY_PREFIX = "ssdstack:reply:"
+# An answer nobody picked up (the client timed out) disappears after this long.
+REPLY_TTL_S = 60
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
+
+
+class DetectRequest(_Message):
+    """One image (file bytes, base64) and optional overrides of the model's postprocess."""
+
+    reply_key: str = Field(pattern=rf"^{REPLY_PREFIX}[0-9a-f]{{32}}$")
+    image_b64: str
+    model: str | None = None
+    score_threshold: float | None = Field(default=None, ge=0, le=1)
+    iou_threshold: float | None = Field(default=None, gt=0, le=1)
+    max_detections: int | None = Field(default=None, ge=1, le=1000)
+
+    @classmethod
+    def for_image(cls, image: bytes, **overrides: Any) -> "DetectRequest":
+        """A request with a fresh reply key."""
+        return cls(reply_key=f"{REPLY_PREFIX}{uuid.uuid4().hex}",
+                   image_b64=base64.b64encode(image).decode("ascii"), **overrides)
+
+    def image(self) -> bytes:
+        try:
+            return base64.b64decode(self.image_b64, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise InvalidInput(f"image_b64 is not base64: {error}") from None
+
+
+class Detection(BaseModel):
+    label: str
+    label_id: int = Field(ge=1)
+    score: float
+    box: list[float] = Field(min_length=4, max_length=4, description="x_min, y_min, x_max, y_max in pixels")
+
+
+class DetectAnswer(_Message):
+    """Detections in the pixels of the image as sent (EXIF orientation applied), best first."""
+
+    model: str
+    version: int
+    width: int
+    height: int
+    detections: list[Detection]
+
+
+class DetectError(_Message):
+    """An error the inferencer reports, with the HTTP status the gateway answers with."""
+
+    error: dict[str, Any]
+    status: int = Field(ge=400, le=599)
+
+    @classmethod
+    def of(cls, error: SsdStackError) -> "DetectError":
+        return cls(error=error.to_dict(), status=error.status)
+
+
+def send_request(app: Celery, request: DetectRequest, expires_s: float) -> None:
+    """Queue ``request`` for the inferencers; it is dropped unstarted after ``expires_s``."""
+    app.send_task(DETECT_TASK, args=[request.model_dump()], queue=INFER_QUEUE, expires=expires_s,
+                  ignore_result=True)
+
+
+def read_request(payload: dict) -> DetectRequest:
+    """The request in a task's argument; InvalidInput naming what is wrong."""
+    try:
+        return DetectRequest.model_validate(payload)
+    except ValidationError as error:
+        raise InvalidInput(f"malformed detect request: {error.errors()[0]['msg']}") from None
+
+
+def encode_reply(reply: DetectAnswer | DetectError) -> str:
+    return reply.model_dump_json()
+
+
+def decode_reply(raw: str) -> DetectAnswer | DetectError:
+    """The inferencer's reply; ServiceUnavailable when it is not one this release reads."""
+    try:
+        data = json.loads(raw)
+        return DetectError.model_validate(data) if "error" in data else DetectAnswer.model_validate(data)
+    except (ValueError, ValidationError) as error:
+        raise ServiceUnavailable(f"the inferencer answered in a form this gateway does not read: {error}") from None
