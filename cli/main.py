@@ -120,7 +120,9 @@ def _run_local(spec, replace: dict | None = None) -> int:
         for line in error.details if isinstance(error.details, list) else []:
             print(f"  {line}", file=sys.stderr)
         return 1
-    shutil.rmtree(run_dir_for(settings.store_dir, ctx.job_id), ignore_errors=True)
+    finally:  # nothing resumes a local run
+        shutil.rmtree(run_dir_for(settings.store_dir, ctx.job_id), ignore_errors=True)
+        shutil.rmtree(settings.work_dir / ctx.job_id, ignore_errors=True)
     print(json.dumps(result, indent=2))
     return 0
 

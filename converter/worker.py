@@ -16,5 +16,5 @@ def backends() -> dict:
 settings = worker_settings()
 app = create_app(settings, "converter")
 runtime = WorkerRuntime("converter", [CONVERT_QUEUE], settings, backends)
-runtime.install(app)
+runtime.install()
 tasks.register(app, runtime)

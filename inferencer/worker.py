@@ -23,6 +23,6 @@ settings = worker_settings()
 app = create_app(settings, "inferencer")
 app.conf.worker_concurrency = settings.infer_concurrency
 runtime = WorkerRuntime("inferencer", [INFER_QUEUE], settings, backends)
-runtime.install(app)
+runtime.install()
 repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend, engine_options(settings))
 tasks.register(app, runtime, repository)

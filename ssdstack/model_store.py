@@ -31,6 +31,10 @@ from ssdstack.errors import Conflict, InvalidInput, NotFound
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MANIFEST = "manifest.json"
+# Serving artefacts, by their kind in a manifest: a converter backend writes one, and the
+# inference engine that serves it reads it (the pair is matched by this name alone).
+SERVING_ONNXRUNTIME = "serving_onnxruntime"
+SERVING_OM = "serving_om"
 # The manifest's layout. Manifests carry it as ``schema_version``; those written before
 # the key existed carry ``schema`` (same layout, still written for their readers).
 MANIFEST_SCHEMA = 1

@@ -7,9 +7,10 @@ read. The gateway's ``/readyz``, ``/v1/backends`` and backend checks read these,
 ``celery inspect``, which a busy single-job worker cannot answer.
 
 Stages: :meth:`WorkerRuntime.serve` registers the task of one :class:`Route`; a message
-names a job and a stage, and the runtime runs that stage and the ones after it on the
-same route (:meth:`JobType.segment`), recording each, then hands the job to the next
-route or records its result. Stage functions are looked up by stage name in the
+carries a job id and its task id names a stage (:func:`~ssdstack.jobs.pipeline.stage_in_message`);
+the runtime runs that stage and the ones after it on the same route
+(:meth:`JobType.segment`), recording each, then hands the job to the next route or
+records its result. Stage functions are looked up by stage name in the
 ``runners`` the service gives; the order of stages is only in
 :data:`ssdstack.jobs.pipeline.JOB_TYPES`.
 
@@ -22,6 +23,7 @@ records nothing: the job belongs to whoever holds the lease now.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,31 +32,28 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import redis
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown
-from pydantic import BaseModel
 
 from ssdstack.errors import NotFound, SsdStackError
-from ssdstack.jobs.context import JobCancelled, JobContext
-from ssdstack.jobs.pipeline import JOB_TYPES, JobType, Route, recorded_outputs, send_stage
+from ssdstack.jobs.context import JobCancelled
+from ssdstack.jobs.pipeline import (JOB_TYPES, JobType, Route, StageRunner, recorded_outputs, run_stage, send_stage,
+                                   stage_in_message)
 from ssdstack.jobs.records import SUCCEEDED, TERMINAL, JobStore
-from ssdstack.jobs.stage_data import StageOutput
 from ssdstack.model_store import remove_stale_scratch
 from ssdstack.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 WORKER_PREFIX = "ssdstack:worker:"
 WORKER_REGISTRY = "ssdstack:workers"
-# A stage function: what the stage reads (its Stage.reads) -> what it writes.
-StageRunner = Callable[[JobContext, BaseModel], StageOutput]
 
 
-class _LeaseLost(Exception):
-    """This run lost the job's lease; it records nothing more."""
+class _Stopped(Exception):
+    """This run lost the job's lease, or the job ended elsewhere: it records nothing more."""
 
 
 class RedisJobContext:
@@ -118,9 +117,8 @@ class WorkerRuntime:
         self._thread: threading.Thread | None = None
 
     # -- heartbeats --------------------------------------------------------------
-    def install(self, app: Celery) -> None:
-        """Use ``app`` to hand jobs on; heartbeat while the Celery worker runs."""
-        self.app = app
+    def install(self) -> None:
+        """Heartbeat while this process's Celery worker runs."""
         worker_ready.connect(lambda **_: self._on_ready(), weak=False)
         worker_shutdown.connect(lambda **_: self.stop_heartbeats(), weak=False)
 
@@ -170,8 +168,9 @@ class WorkerRuntime:
     # -- stages ------------------------------------------------------------------
     def serve(self, app: Celery, route: Route, runners: Mapping[str, StageRunner],
               after: Callable[[str], None] | None = None) -> None:
-        """Register ``route``'s task on ``app``: it runs the stages due on ``route`` with
-        ``runners`` (stage name -> function), then calls ``after(job_id)``.
+        """Register ``route``'s task on ``app``, which also sends this worker's hand-offs: it
+        runs the stages due on ``route`` with ``runners`` (stage name -> function), then
+        calls ``after(job_id)``.
 
         Raises ValueError at start-up when a stage on ``route`` has no runner.
         """
@@ -183,61 +182,86 @@ class WorkerRuntime:
 
         # Not shared: each app (a worker, or one of a test's) keeps its own task.
         @app.task(name=route.task, bind=True, acks_late=True, ignore_result=True, shared=False)
-        def run(task: Task, job_id: str, stage: str | None = None) -> None:
+        def run(task: Task, job_id: str) -> None:
             try:
-                self.run_job(task, job_id, stage)
+                self.run_job(task, job_id, stage_in_message(task.request.id, job_id))
             finally:
                 if after is not None:
                     after(job_id)
 
     def done_here(self, job_id: str) -> bool:
-        """Whether the job needs this route no more: finished, gone, or at a stage elsewhere."""
+        """Whether the job needs this route no more: finished, gone, or at a stage elsewhere.
+        False when Redis cannot say."""
         try:
             job = self.jobs.get(job_id)
         except NotFound:
             return True
+        except redis.RedisError as error:
+            log.warning("job %s: cannot tell whether it left %s: %s", job_id, self.route, error)
+            return False
         job_type = self.job_types.get(job["type"])
         if job["state"] in TERMINAL or job_type is None:
             return True
         return bool(job.get("stage")) and job_type.stages[job_type.index(job["stage"])].route != self.route
 
-    def run_job(self, task: Task, job_id: str, stage: str | None = None) -> None:
-        """Run the job's stages due on this route, from ``stage`` (None: a message from before
-        stages were named, meaning the first one here), under the job's lease; record each
-        stage, then hand the job on or record success, failure or cancel.
+    def run_job(self, task: Task, job_id: str, stage: str | None) -> None:
+        """Run the job's stages due on this route, from ``stage`` (what the message names;
+        None: the job's first stage), under the job's lease; record each stage, then hand
+        the job on or record success, failure or cancel.
 
         Never raises, except Celery's retry for a job another live run holds: a failing job
         must not take the worker down.
         """
+        job = self._runnable(job_id, stage)
+        if job is None:
+            return
+        handoff = None
+        with self._lease(task, job_id) as lease_lost:
+            ctx = RedisJobContext(self.jobs, job_id, lease_lost)
+            handoff = self._run_under_lease(ctx, self.job_types[job["type"]], stage)
+        if handoff is not None:
+            # After the lease is released, so that the next route's worker can take it at once.
+            job_type = self.job_types[job["type"]]
+            ctx.progress(stage=f"queued:{job_type.stages[handoff].name}")
+            send_stage(self.app, self.jobs, job_id, job_type, handoff)
+
+    def _runnable(self, job_id: str, stage: str | None) -> dict | None:
+        """The job record when the message should run, else None (dropped, or the job failed
+        for a type or stage this release does not know)."""
         try:
             job = self.jobs.get(job_id)
         except SsdStackError:
             log.warning("dropping message for unknown job %s", job_id)
-            return
+            return None
         if job["state"] in TERMINAL:
             log.info("job %s already %s; not running it again", job_id, job["state"])
-            return
+            return None
         job_type = self.job_types.get(job["type"])
         if job_type is None:
             self.jobs.fail(job_id, "unknown_job_type", f"this {self.service} knows no job type {job['type']!r}")
-            return
+            return None
         try:
             start = self._first_due(job_type, job, stage)
         except ValueError as error:  # a stage this release does not have
             self.jobs.fail(job_id, "unknown_stage", str(error))
-            return
+            return None
         if start is None:
             log.info("job %s is at stage %s; dropping a stale message for %s", job_id, job.get("stage"), stage)
-            return
+            return None
+        return job
+
+    @contextlib.contextmanager
+    def _lease(self, task: Task, job_id: str) -> Iterator[threading.Event]:
+        """Hold the job's lease (a token unique to this run) while the block runs, renewing
+        it; yields an Event set once another run has taken it over. Raises Celery's retry,
+        back to this route's queue after one TTL, while another live run holds it."""
         ttl = self.settings.heartbeat_ttl
         token = f"{self.worker_id}/{uuid.uuid4().hex[:12]}"
         if not self.jobs.acquire_lease(job_id, token, ttl):
             holder = self.jobs.lease_holder(job_id)
             log.info("job %s is held by live run %s; checking again in %.0f s", job_id, holder, ttl)
-            raise task.retry(countdown=ttl, max_retries=None)
-
-        lease_lost = threading.Event()
-        done = threading.Event()
+            raise task.retry(countdown=ttl, max_retries=None, queue=self.route.queue)
+        lease_lost, done = threading.Event(), threading.Event()
 
         def renew() -> None:
             while not done.wait(self.settings.heartbeat_interval):
@@ -251,35 +275,47 @@ class WorkerRuntime:
 
         renewer = threading.Thread(target=renew, name=f"lease-{job_id[:8]}", daemon=True)
         renewer.start()
-        ctx = RedisJobContext(self.jobs, job_id, lease_lost)
-        handoff: int | None = None
         try:
-            if ctx.cancelled():
-                raise JobCancelled(f"cancelled before {job_type.stages[start].name} started")
-            if not self.jobs.mark_running(job_id, self.worker_id):
-                return
-            handoff = self._run_segment(ctx, job_type, job, start)
-        except _LeaseLost:
-            return
-        except JobCancelled as error:
-            if not lease_lost.is_set():
-                self.jobs.mark_cancelled(job_id, str(error))
-                ctx.log(f"cancelled: {error}")
-        except SsdStackError as error:
-            self.jobs.fail(job_id, error.code, error.message, error.details)
-            ctx.log(f"failed: {error.message}")
-        except Exception as error:  # a bug or an unexpected library error: the job fails, the worker lives
-            log.exception("job %s crashed", job_id)
-            self.jobs.fail(job_id, "internal_error", f"{type(error).__name__}: {error}",
-                           traceback.format_exc(limit=8).splitlines()[-12:])
+            yield lease_lost
         finally:
             done.set()
             renewer.join(timeout=5)
             self.jobs.release_lease(job_id, token)
-        if handoff is not None:
-            # After the lease is released, so that the next route's worker can take it at once.
-            ctx.progress(stage=f"queued:{job_type.stages[handoff].name}")
-            send_stage(self.app, self.jobs, job_id, job_type, handoff)
+
+    def _run_under_lease(self, ctx: RedisJobContext, job_type: JobType, stage: str | None) -> int | None:
+        """Re-read the job (another run may have moved it on before this one took the lease)
+        and run its due stages; the stage to hand on to, or None. Records every outcome."""
+        job_id = ctx.job_id
+        try:
+            job = self.jobs.get(job_id)
+            start = None if job["state"] in TERMINAL else self._first_due(job_type, job, stage)
+            if start is None:
+                return None
+            if ctx.cancelled():
+                raise JobCancelled(f"cancelled before {job_type.stages[start].name} started")
+            if not self.jobs.mark_running(job_id, self.worker_id):
+                return None
+            return self._run_segment(ctx, job_type, job, start)
+        except _Stopped:
+            return None
+        except Exception as error:
+            if ctx.lease_lost.is_set():  # the job belongs to the run that holds the lease now
+                log.info("job %s: stopped after losing its lease (%s: %s)", job_id, type(error).__name__, error)
+            else:
+                self._record_failure(ctx, error)
+        return None
+
+    def _record_failure(self, ctx: RedisJobContext, error: Exception) -> None:
+        if isinstance(error, JobCancelled):
+            self.jobs.mark_cancelled(ctx.job_id, str(error))
+            ctx.log(f"cancelled: {error}")
+        elif isinstance(error, SsdStackError):
+            self.jobs.fail(ctx.job_id, error.code, error.message, error.details)
+            ctx.log(f"failed: {error.message}")
+        else:  # a bug or an unexpected library error: the job fails, the worker lives
+            log.error("job %s crashed", ctx.job_id, exc_info=error)
+            self.jobs.fail(ctx.job_id, "internal_error", f"{type(error).__name__}: {error}",
+                           "".join(traceback.format_exception(error, limit=8)).splitlines()[-12:])
 
     def _first_due(self, job_type: JobType, job: dict, stage: str | None) -> int | None:
         """The stage this message runs first, or None when the message is stale.
@@ -289,14 +325,7 @@ class WorkerRuntime:
         run, and the job goes on from its current stage.
         """
         current = job_type.index(job["stage"]) if job.get("stage") else None
-        if stage is None:
-            here = [index for index, candidate in enumerate(job_type.stages)
-                    if candidate.route == self.route and (current is None or index >= min(job_type.segment(current)))]
-            if not here:
-                return None
-            wanted = here[0]
-        else:
-            wanted = job_type.index(stage)
+        wanted = 0 if stage is None else job_type.index(stage)
         if job_type.stages[wanted].route != self.route:
             log.warning("job %s: stage %s does not run on %s", job["id"], job_type.stages[wanted].name, self.route)
             return None
@@ -306,32 +335,41 @@ class WorkerRuntime:
 
     def _run_segment(self, ctx: RedisJobContext, job_type: JobType, job: dict, start: int) -> int | None:
         """Run stages ``start``.. on this route; the index of the stage to hand on to, or None
-        when the job is done. Stages already recorded as succeeded are not run again."""
+        when the job is done. Stages already recorded as succeeded are not run again.
+        Raises _Stopped once the lease is lost or the job ended elsewhere (cancelled)."""
         job_id = job["id"]
         spec = job_type.spec.model_validate(job["spec"])
-        self.jobs.ensure_stages(job_id, job_type.stage_names)
+        if job.get("stages") is None:
+            self.jobs.adopt_legacy(job_id, job_type.stage_names, start)
+            job = self.jobs.get(job_id)
         outputs, base = recorded_outputs(job_type, job)
-        states = [entry["state"] for entry in job.get("stages") or []]
+        states = [entry["state"] for entry in job["stages"]]
         segment = job_type.segment(start)
         for index in range(start, segment.stop):
             stage = job_type.stages[index]
-            if index < len(states) and states[index] == SUCCEEDED and stage.name in outputs:
+            if states[index] == SUCCEEDED and stage.name in outputs:
                 continue
+            self._check_still_ours(ctx)
             self.jobs.advance_stage(job_id, stage.name, index)
-            self.jobs.stage_started(job_id, index)
+            if not self.jobs.stage_started(job_id, index):
+                raise _Stopped
             ctx.progress(stage=stage.name)
-            output = self.runners[stage.name](ctx, job_type.input_for(index, spec, outputs, base))
-            if not isinstance(output, stage.writes):
-                raise TypeError(f"stage {stage.name} returned {type(output).__name__}, not {stage.writes.__name__}")
-            if ctx.lease_lost.is_set():
-                raise _LeaseLost
-            outputs[stage.name] = output
-            self.jobs.stage_done(job_id, index, output.model_dump(mode="json"), job_type.result(outputs, base))
+            outputs[stage.name] = run_stage(stage, self.runners[stage.name], ctx,
+                                            job_type.input_for(index, spec, outputs, base))
+            self._check_still_ours(ctx)
+            if not self.jobs.stage_done(job_id, index, outputs[stage.name].model_dump(mode="json"),
+                                        job_type.result(outputs, base)):
+                raise _Stopped
         if segment.stop < len(job_type.stages):
             return segment.stop
         self.jobs.succeed(job_id, job_type.result(outputs, base))
         ctx.log("succeeded")
         return None
+
+    @staticmethod
+    def _check_still_ours(ctx: RedisJobContext) -> None:
+        if ctx.lease_lost.is_set():
+            raise _Stopped
 
 
 def live_workers(client: redis.Redis) -> list[dict]:

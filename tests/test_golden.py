@@ -23,8 +23,8 @@ from ssdstack.celery_app import create_app
 from ssdstack.datasets.store import DatasetStore
 from ssdstack.detect_protocol import DetectAnswer, DetectError, decode_reply, read_request
 from ssdstack.errors import Conflict
-from ssdstack.jobs.pipeline import CONVERTER, JOB_TYPES
-from ssdstack.jobs.stage_data import ConvertInput, Converted
+from ssdstack.jobs.pipeline import CONVERTER, JOB_TYPES, recorded_outputs, stage_in_message
+from ssdstack.jobs.stage_data import ConvertInput, Converted, Evaluated
 from ssdstack.model_store import ModelStore
 from ssdstack.settings import WorkerSettings
 from ssdstack.worker import WorkerRuntime
@@ -66,19 +66,18 @@ def test_a_manifest_of_a_newer_release_is_refused_by_name(store):
         store.manifest("golden", 2)
 
 
-class LegacyMessage:
-    """A Celery task as the converter runs it, delivering a message without a stage."""
+class Task:
+    """What the runtime uses of a bound Celery task."""
 
-    name = CONVERTER.task
-
-    def retry(self, countdown, max_retries):
+    def retry(self, **options):
         return Retry("retry")
 
 
 def test_a_pipeline_record_in_flight_before_the_change_runs_on(clean_redis, store):
     """The golden pipeline's record as it stood when handed to the converter (stage named by
     its task, an untyped result, no stages list) runs its convert stage with the new code,
-    which reads model and version from the old result, and goes on to evaluate."""
+    which reads model and version from the old result, and goes on to evaluate; the
+    evaluate and deploy stages still see the old result's trained metrics."""
     record = dict(ANSWERS["redis_job_record_pipeline"], state="running", stage="converter.convert", stage_order="1")
     del record["finished_at"]
     old_result = {key: value for key, value in
@@ -96,13 +95,23 @@ def test_a_pipeline_record_in_flight_before_the_change_runs_on(clean_redis, stor
                          artefact="serving_onnxruntime", check={"passed": True})
 
     runtime.serve(create_app(settings), CONVERTER, {"convert": convert})
-    runtime.run_job(LegacyMessage(), record["id"])
+    # The old trainer sent the converter's message with the task id <job id>.converter.convert.
+    runtime.run_job(Task(), record["id"], stage_in_message(f"{record['id']}.converter.convert", record["id"]))
     job = runtime.jobs.get(record["id"])
     assert [(d.model, d.version, d.backend) for d in seen] == [("golden", 1, "auto")]
     assert job["stage"] == "evaluate" and job["state"] == "running"
     assert job["result"]["metrics"]["trained"] == old_result["metrics"]["trained"]
     assert job["result"]["conversion"]["backend"] == "onnxruntime"
-    assert [s["name"] for s in job["stages"]] == JOB_TYPES["pipeline"].stage_names
+    assert [(s["name"], s["state"]) for s in job["stages"]] == [
+        ("train", "succeeded"), ("export", "succeeded"), ("convert", "succeeded"), ("evaluate", "pending"),
+        ("deploy", "pending")]
+    pipeline = JOB_TYPES["pipeline"]
+    outputs, base = recorded_outputs(pipeline, job)  # what the inferencer's stages will read
+    deploy_input = pipeline.input_for(pipeline.index("deploy"), pipeline.spec.model_validate(job["spec"]),
+                                      dict(outputs, evaluate=Evaluated(model="golden", version=1, engine="onnxruntime",
+                                                                       metrics={"served": {"AP": 0.5}})), base)
+    assert deploy_input.metrics["trained"] == old_result["metrics"]["trained"]
+    assert deploy_input.metrics["served"] == {"AP": 0.5}
 
 
 def test_detect_messages_without_a_schema_version_still_read():

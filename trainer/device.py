@@ -1,9 +1,20 @@
-"""Which device MindSpore trains and exports on."""
+"""What the trainer runs on: MindSpore (its one backend), and the device it trains and
+exports on."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import mindspore as ms
+
+from ssdstack.backends import Backend
+
+
+class MindSporeTrainer(Backend):
+    kind = "trainer backend"
+    name = "mindspore"
+    python_modules = ("mindspore",)
+    install_hint = ("pip install 'ssdstack[trainer]' (mindspore 2.8.0), or build on an ascend-mindspore base "
+                    "image with the trainer-ascend extra")
 
 
 def resolve_device(requested: str, default: str = "auto") -> str:

@@ -23,7 +23,7 @@ from converter.backends.base import ConverterBackend, ConvertOptions, ConvertRes
 from converter.check import check_against_reference
 from ssdstack.errors import JobFailed
 from ssdstack.jobs.context import JobContext
-from ssdstack.model_store import sha256_file
+from ssdstack.model_store import SERVING_ONNXRUNTIME, sha256_file
 
 ARTEFACT_FILE = "model.ort.onnx"
 INPUT_NAME = "image"
@@ -32,7 +32,7 @@ OUTPUT_NAMES = ("boxes", "scores")
 
 class OnnxRuntimeBackend(ConverterBackend):
     name = "onnxruntime"
-    artefact = "serving_onnxruntime"
+    artefact = SERVING_ONNXRUNTIME
     python_modules = ("onnx", "onnxruntime")
     install_hint = "pip install 'ssdstack[converter]' (onnx and onnxruntime)"
 

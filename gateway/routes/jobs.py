@@ -38,7 +38,9 @@ def missing_backend(spec, workers: list[dict]) -> str:
     """Why the live workers cannot run ``spec``'s named converter backend and, for a
     pipeline, an engine serving its artefact ("" when they can, or when a queue has no live
     worker yet: the job then waits for one, as any job does). What each worker has, and
-    how to install what it lacks, comes from its heartbeat.
+    how to install what it lacks, comes from its heartbeat; which engine serves a
+    converter's artefact, from the converters' heartbeats (with no live converter that
+    knows the backend, the job waits for one too).
 
     Every live worker of the queue must have the backend: Celery hands a task to any of
     them, so one without it would fail the job by chance.
@@ -47,25 +49,35 @@ def missing_backend(spec, workers: list[dict]) -> str:
     if backend == "auto":
         return ""
     missing = _lacking(workers, "convert", "converter", lambda entry: entry["name"] == backend, backend)
-    if missing or spec.type != "pipeline":
+    artefacts = {entry["artefact"] for entry in _details(workers, "convert") if entry["name"] == backend} - {None}
+    if missing or spec.type != "pipeline" or not artefacts:
         return missing
-    artefacts = {entry["artefact"] for entry in _details(workers, "convert") if entry["name"] == backend}
     engines = sorted({entry["name"] for entry in _details(workers, "infer") if entry["artefact"] in artefacts})
     return _lacking(workers, "infer", "inferencer", lambda entry: entry["artefact"] in artefacts,
                     " or ".join(engines) or f"one serving {backend}'s artefact")
 
 
 def _details(workers: list[dict], queue: str) -> list[dict]:
-    return [entry for w in workers for entry in w.get("backend_details", {}).get(queue, [])]
+    """Every backend the workers on ``queue`` describe; a worker of the previous release,
+    whose heartbeat names its usable backends only, as entries without artefact or hint."""
+    return [entry for w in workers if queue in w["queues"] for entry in _described(w, queue)]
+
+
+def _described(worker: dict, queue: str) -> list[dict]:
+    if "backend_details" in worker:
+        return worker["backend_details"].get(queue, [])
+    return [{"name": name, "usable": True, "artefact": None, "install_hint": ""}
+            for name in worker.get("backends", {}).get(queue, [])]
 
 
 def _lacking(workers: list[dict], queue: str, service: str, wanted, name: str) -> str:
     lacking = [w for w in workers if queue in w["queues"]
-               and not any(wanted(entry) and entry["usable"] for entry in w.get("backend_details", {}).get(queue, []))]
+               and not any(wanted(entry) and entry["usable"] for entry in _described(w, queue))]
     if not lacking:
         return ""
     have = "; ".join(f"{w['worker_id']}: {', '.join(w.get('backends', {}).get(queue, [])) or 'none'}" for w in lacking)
-    hints = sorted({entry["install_hint"] for entry in _details(lacking, queue) if wanted(entry)})
+    hints = sorted({entry["install_hint"] for entry in _details(workers, queue)
+                    if wanted(entry) and entry["install_hint"]})
     return (f"live {service}s without the {name!r} backend take {queue!r} tasks too ({have}); every "
             f"{service} on the queue needs it: {'; '.join(hints) or 'no worker knows how to install it'}")
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from inferencer.backends.base import InferenceEngine
 from ssdstack.errors import InvalidInput
+from ssdstack.model_store import SERVING_ONNXRUNTIME
 
 
 class OnnxRuntimeEngine(InferenceEngine):
@@ -20,7 +21,7 @@ class OnnxRuntimeEngine(InferenceEngine):
     """
 
     name = "onnxruntime"
-    artefact = "serving_onnxruntime"
+    artefact = SERVING_ONNXRUNTIME
     python_modules = ("onnxruntime",)
     install_hint = "pip install 'ssdstack[inferencer]' (onnxruntime)"
 

@@ -1,15 +1,16 @@
 """Every job type, declared once: its spec, its ordered stages, and for each stage the
 Celery task and queue that run it and the typed data it reads and writes.
 
-A job's id is the first stage's Celery task id; the message carries only the job id and
-the stage's name, and the stage re-reads the spec and the earlier stages' outputs from
-the job record. Consecutive stages on one route run in one delivery, each recorded in
+A message carries only the job id, and its Celery task id names the stage
+(:func:`stage_in_message`); the stage re-reads the spec and the earlier stages' outputs
+from the job record. Consecutive stages on one route run in one delivery, each recorded in
 the job record (export straight after training on the trainer, deploy after evaluate on
 the inferencer); the last of them hands the job to the next route. No task names its
 successor: the worker runtime (:mod:`ssdstack.worker`) asks the :class:`JobType`.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Union
 
@@ -17,6 +18,7 @@ from celery import Celery
 from pydantic import BaseModel, Field
 
 from ssdstack.celery_app import CONVERT_QUEUE, INFER_QUEUE, TRAIN_QUEUE
+from ssdstack.jobs.context import JobContext
 from ssdstack.jobs.records import JobStore
 from ssdstack.jobs.specs import ConvertSpec, EvaluateSpec, ExportSpec, ImportSpec, PipelineSpec, TrainSpec
 from ssdstack.jobs.stage_data import (
@@ -41,6 +43,8 @@ class Route:
     task: str
 
 
+# A stage function: what the stage reads (its Stage.reads) -> what it writes.
+StageRunner = Callable[[JobContext, BaseModel], StageOutput]
 # Task names are part of the wire protocol between services; never rename one lightly.
 TRAINER = Route(TRAIN_QUEUE, "trainer.train")
 CONVERTER = Route(CONVERT_QUEUE, "converter.convert")
@@ -56,17 +60,22 @@ class Stage:
     route: Route
     reads: type[BaseModel]
     writes: type[StageOutput]
-    summary: str
 
 
-TRAIN = Stage("train", TRAINER, TrainSpec, Trained, "check the dataset, train, measure the trained mAP")
-IMPORT = Stage("import", TRAINER, ImportSpec, Trained, "check a checkpoint against the architecture, measure its mAP")
-LOAD = Stage("load", TRAINER, ExportSpec, Trained, "take a published version's weights and manifest")
-EXPORT = Stage("export", TRAINER, Trained, Published, "export MINDIR/ONNX/AIR and reference.npz, publish a version")
-CONVERT = Stage("convert", CONVERTER, ConvertInput, Converted, "build the serving artefact, check it against "
-                "reference.npz")
-EVALUATE = Stage("evaluate", EVALUATOR, EvaluateInput, Evaluated, "served mAP of the artefact on a split")
-DEPLOY = Stage("deploy", EVALUATOR, DeployInput, Deployed, "deploy gate (max_map_drop), then serve the version")
+# Check the dataset, train, measure the trained mAP.
+TRAIN = Stage("train", TRAINER, TrainSpec, Trained)
+# Check an uploaded checkpoint against the architecture, measure its mAP.
+IMPORT = Stage("import", TRAINER, ImportSpec, Trained)
+# Take a published version's weights and manifest, to export them again.
+LOAD = Stage("load", TRAINER, ExportSpec, Trained)
+# Export MINDIR / ONNX / AIR with reference.npz, and publish the version.
+EXPORT = Stage("export", TRAINER, Trained, Published)
+# Build the serving artefact, checked against reference.npz.
+CONVERT = Stage("convert", CONVERTER, ConvertInput, Converted)
+# The served artefact's mAP on a split.
+EVALUATE = Stage("evaluate", EVALUATOR, EvaluateInput, Evaluated)
+# The deploy gate (max_map_drop), then the version is served.
+DEPLOY = Stage("deploy", EVALUATOR, DeployInput, Deployed)
 
 
 @dataclass(frozen=True)
@@ -142,13 +151,34 @@ def merge(*parts: dict[str, Any]) -> dict[str, Any]:
 
 def recorded_outputs(job_type: JobType, job: dict) -> tuple[dict[str, StageOutput], dict[str, Any]]:
     """``(outputs by stage name, base)`` of a job record. A record from before stage outputs
-    (no ``stages`` field) has only its result, which becomes the base."""
+    has only a result, which becomes the base: as it is (no ``stages`` field yet), or as
+    kept in ``legacy_result`` once a worker of this release listed its stages."""
     entries = job.get("stages")
     if entries is None:
         return {}, dict(job.get("result") or {})
     by_name = {stage.name: stage for stage in job_type.stages}
-    return {entry["name"]: by_name[entry["name"]].writes.model_validate(entry["output"])
-            for entry in entries if entry.get("output") is not None}, {}
+    return ({entry["name"]: by_name[entry["name"]].writes.model_validate(entry["output"])
+             for entry in entries if entry.get("output") is not None}, dict(job.get("legacy_result") or {}))
+
+
+def run_stage(stage: Stage, runner: StageRunner, ctx: JobContext, data: BaseModel) -> StageOutput:
+    """``runner(ctx, data)``, checked to return what ``stage`` writes."""
+    output = runner(ctx, data)
+    if not isinstance(output, stage.writes):
+        raise TypeError(f"stage {stage.name} returned {type(output).__name__}, not {stage.writes.__name__}")
+    return output
+
+
+def stage_in_message(task_id: str, job_id: str) -> str | None:
+    """The stage a job message's Celery task id names: None (the job's first stage) for
+    the job id itself, ``<stage>`` for ``<job id>.<stage>``. Messages from before stages had
+    names read ``<job id>.<task name>``, which :meth:`JobType.index` maps to the stage."""
+    if task_id == job_id:
+        return None
+    prefix = f"{job_id}."
+    if not task_id.startswith(prefix):
+        raise ValueError(f"task id {task_id!r} names no stage of job {job_id}")
+    return task_id[len(prefix):]
 
 
 def send_stage(app: Celery, jobs: JobStore, job_id: str, job_type: JobType, index: int) -> None:
@@ -156,20 +186,21 @@ def send_stage(app: Celery, jobs: JobStore, job_id: str, job_type: JobType, inde
 
     Sending first means a crash in between leaves a message and an older recorded stage
     (the message still runs); the other order could leave a recorded stage whose message
-    was never sent, and the job would wait forever. The first stage's task id is the job id.
+    was never sent, and the job would wait forever. The message is the job id alone, as
+    in the previous release; the task id names the stage (:func:`stage_in_message`).
     """
     stage = job_type.stages[index]
     task_id = job_id if index == 0 else f"{job_id}.{stage.name}"
-    app.send_task(stage.route.task, args=[job_id], kwargs={"stage": stage.name}, task_id=task_id,
-                  queue=stage.route.queue, ignore_result=True)
+    app.send_task(stage.route.task, args=[job_id], task_id=task_id, queue=stage.route.queue, ignore_result=True)
     jobs.advance_stage(job_id, stage.name, index)
 
 
-def run_in_process(job_type: JobType, spec: BaseModel, runners: dict, ctx) -> dict[str, Any]:
+def run_in_process(job_type: JobType, spec: BaseModel, runners: Mapping[str, StageRunner],
+                   ctx: JobContext) -> dict[str, Any]:
     """Run every stage of a job here, in order, with ``runners`` (stage name -> function,
-    as a worker serves them) and ``ctx`` (a :class:`~ssdstack.jobs.context.JobContext`);
-    returns the job's result. What the CLI's local verbs do instead of queueing a job."""
+    as a worker serves them); returns the job's result. What the CLI's local verbs do
+    instead of queueing a job."""
     outputs: dict[str, StageOutput] = {}
     for index, stage in enumerate(job_type.stages):
-        outputs[stage.name] = runners[stage.name](ctx, job_type.input_for(index, spec, outputs, {}))
+        outputs[stage.name] = run_stage(stage, runners[stage.name], ctx, job_type.input_for(index, spec, outputs, {}))
     return job_type.result(outputs, {})

@@ -28,7 +28,7 @@ LOG_LINES_KEPT = 500
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 PENDING = "pending"  # a stage not started yet
-JSON_FIELDS = ("spec", "progress", "result", "error", "stages")
+JSON_FIELDS = ("spec", "progress", "result", "error", "stages", "legacy_result")
 
 # Set the state unless the job already reached a terminal one (a late worker update must
 # not turn a cancelled job back into running). Returns 1 when the state was written.
@@ -63,6 +63,15 @@ for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
+# Give a record from before stages were listed its stages (those before the current one
+# done) and keep its result as the base later stage outputs add to, once.
+_ADOPT_LEGACY = """
+if redis.call('HEXISTS', KEYS[1], 'stages') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'stages', ARGV[1], 'stage', ARGV[2], 'stage_order', ARGV[3],
+           'legacy_result', redis.call('HGET', KEYS[1], 'result') or 'null')
+return 1
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -86,6 +95,7 @@ class JobStore:
         self._release = client.register_script(_RELEASE)
         self._advance_stage = client.register_script(_ADVANCE_STAGE)
         self._cancel_queued = client.register_script(_CANCEL_QUEUED)
+        self._adopt_legacy = client.register_script(_ADOPT_LEGACY)
 
     @classmethod
     def from_url(cls, url: str, socket_timeout: float = 10, retention_s: int = 30 * 24 * 3600) -> "JobStore":
@@ -200,9 +210,13 @@ class JobStore:
         raw = self.redis.hget(PREFIX + job_id, "stages")
         return None if raw is None else json.loads(raw)
 
-    def ensure_stages(self, job_id: str, names: Sequence[str]) -> None:
-        """Give a record written before jobs listed their stages the list, all pending."""
-        self.redis.hsetnx(PREFIX + job_id, "stages", json.dumps(_pending(names)))
+    def adopt_legacy(self, job_id: str, names: Sequence[str], current: int) -> None:
+        """Bring a record written before jobs listed their stages up to date, once: its
+        stages (``names``; those before stage ``current`` done), its current stage by name,
+        and its result kept as ``legacy_result``, the base the stages' outputs add to."""
+        stages = [dict(entry, state=SUCCEEDED) if index < current else entry
+                  for index, entry in enumerate(_pending(names))]
+        self._adopt_legacy(keys=[PREFIX + job_id], args=[json.dumps(stages), names[current], current])
 
     def stage_started(self, job_id: str, index: int) -> bool:
         """Mark stage ``index`` running; False once the job is terminal."""

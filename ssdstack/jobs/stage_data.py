@@ -104,6 +104,8 @@ class Converted(StageOutput):
     check: dict[str, Any]
 
     def result(self) -> dict[str, Any]:
+        # Both places, as both answers had them before stages were typed: a convert job's
+        # result at its top, a pipeline's under "conversion".
         conversion = {"backend": self.backend, "artefact": self.artefact, "check": self.check}
         return {"model": self.model, "version": self.version, **conversion, "conversion": conversion}
 

@@ -24,7 +24,6 @@ def evaluate_task(clean_redis, store_with_dataset, tmp_path):
                               infer_backend="onnxruntime")
     app = create_app(settings)
     runtime = WorkerRuntime("inferencer", ["infer"], settings, lambda: {})
-    runtime.install(app)
     tasks.register(app, runtime, ModelRepository(store_with_dataset, "onnxruntime"))
     return app.tasks[EVALUATOR.task], runtime
 
@@ -42,7 +41,7 @@ def _pipeline_at_evaluate(runtime, trained_ap: float, max_map_drop: float) -> st
 def test_a_served_map_drop_beyond_the_bound_fails_and_deploys_nothing(evaluate_task, store_with_dataset):
     task, runtime = evaluate_task
     job_id = _pipeline_at_evaluate(runtime, trained_ap=0.9, max_map_drop=0.01)
-    task.apply(args=[job_id], kwargs={"stage": "evaluate"})
+    task.apply(args=[job_id], task_id=f"{job_id}.evaluate")
     job = runtime.jobs.get(job_id)
     assert job["state"] == "failed" and job["error"]["code"] == "conflict", job
     assert "more than max_map_drop 0.01; not deployed" in job["error"]["message"]
@@ -54,7 +53,7 @@ def test_a_served_map_drop_beyond_the_bound_fails_and_deploys_nothing(evaluate_t
 def test_a_drop_within_the_bound_deploys(evaluate_task, store_with_dataset):
     task, runtime = evaluate_task
     job_id = _pipeline_at_evaluate(runtime, trained_ap=0.9, max_map_drop=1.0)
-    task.apply(args=[job_id], kwargs={"stage": "evaluate"})
+    task.apply(args=[job_id], task_id=f"{job_id}.evaluate")
     job = runtime.jobs.get(job_id)
     assert job["state"] == "succeeded", job["error"]
     assert job["result"]["deployed"]["version"] == 1 == store_with_dataset.deployed_version("demo")

@@ -47,15 +47,14 @@ class Shouted(StageOutput):
 
 
 WORDS = JobType("words", WordsSpec, (
-    Stage("split", FIRST, WordsSpec, Split, "split the text into words"),
-    Stage("count", FIRST, Split, Counted, "count them, in the same delivery"),
-    Stage("shout", SECOND, Split, Shouted, "on another worker: the words in capitals"),
+    Stage("split", FIRST, WordsSpec, Split),
+    Stage("count", FIRST, Split, Counted),  # in the same delivery
+    Stage("shout", SECOND, Split, Shouted),  # handed on to the other route
 ))
 
 
 def _runtime(app, settings: WorkerSettings, route: Route, runners: dict) -> WorkerRuntime:
     runtime = WorkerRuntime(route.queue, [route.queue], settings, lambda: {}, job_types={"words": WORDS})
-    runtime.install(app)
     runtime.serve(app, route, runners)
     return runtime
 

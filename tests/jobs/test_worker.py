@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from ssdstack.celery_app import create_app
 from ssdstack.errors import InvalidDataset
 from ssdstack.jobs.context import JobCancelled
-from ssdstack.jobs.pipeline import JobType, Route, Stage
+from ssdstack.jobs.pipeline import JobType, Route, Stage, stage_in_message
 from ssdstack.jobs.stage_data import StageOutput
 from ssdstack.settings import WorkerSettings
 from ssdstack.worker import WorkerRuntime, live_workers
@@ -43,9 +43,9 @@ class Doubled(StageOutput):
 
 
 TOY = JobType("toy", ToySpec, (
-    Stage("count", HERE, ToySpec, Counted, "count from the spec's start"),
-    Stage("double", HERE, Counted, Doubled, "double the count"),
-    Stage("report", ELSEWHERE, Doubled, Counted, "runs on another route"),
+    Stage("count", HERE, ToySpec, Counted),
+    Stage("double", HERE, Counted, Doubled),
+    Stage("report", ELSEWHERE, Doubled, Counted),  # on another route
 ))
 # A record written before stages had names says "toy.here" where it means "count".
 LEGACY_STAGE = "toy.here"
@@ -54,10 +54,12 @@ LEGACY_STAGE = "toy.here"
 class FakeTask:
     """What run_job uses of a bound Celery task."""
 
-    name = HERE.task
+    def __init__(self):
+        self.retried = {}
 
-    def retry(self, countdown, max_retries):
-        return Retry(f"retry in {countdown}", when=countdown)
+    def retry(self, **options):
+        self.retried = options
+        return Retry(f"retry in {options['countdown']}", when=options["countdown"])
 
 
 @pytest.fixture
@@ -102,6 +104,19 @@ def test_a_delivery_runs_the_stages_on_its_route_records_each_and_hands_on(runti
     assert job["result"] == {"count": 3, "doubled": 6, "nested": {"from": "double"}}
     assert runtime.jobs.lease_holder(job_id) is None  # released before the hand-off
     assert runtime.jobs.redis.llen(ELSEWHERE.queue) == 1  # the next route's queue holds the message
+
+
+def test_progress_shows_each_stage_while_it_runs_then_the_hand_off(runtime):
+    seen = []
+
+    def double(ctx, data: Counted) -> Doubled:
+        seen.append(runtime.jobs.get(ctx.job_id)["progress"]["stage"])
+        return Doubled(doubled=0)
+
+    runtime.runners["double"] = double
+    job_id = _job(runtime)
+    runtime.run_job(FakeTask(), job_id, "count")
+    assert seen == ["double"] and runtime.jobs.get(job_id)["progress"]["stage"] == "queued:report"
 
 
 def test_the_last_stage_records_success_and_the_merged_result(runtime, calls):
@@ -156,12 +171,14 @@ def test_cancel_inside_a_stage(runtime):
     assert job["state"] == "cancelled" and job["stages"][0]["state"] == "cancelled"
 
 
-def test_a_job_held_by_a_live_worker_is_retried_not_run(runtime, calls):
+def test_a_job_held_by_a_live_worker_is_retried_on_its_queue_not_run(runtime, calls):
     job_id = _job(runtime)
     runtime.jobs.acquire_lease(job_id, "other-worker", ttl_s=30)
+    task = FakeTask()
     with pytest.raises(Retry):
-        runtime.run_job(FakeTask(), job_id, "count")
+        runtime.run_job(task, job_id, "count")
     assert calls == [] and runtime.jobs.get(job_id)["state"] == "queued"
+    assert task.retried["queue"] == HERE.queue and task.retried["countdown"] == runtime.settings.heartbeat_ttl
 
 
 def test_finished_unknown_and_stale_messages_are_dropped(runtime, calls):
@@ -184,13 +201,41 @@ def test_a_redelivery_goes_on_from_the_current_stage_of_its_route(runtime, calls
     assert runtime.jobs.get(job_id)["result"]["doubled"] == 10
 
 
+def test_the_task_id_names_the_stage():
+    assert stage_in_message("j1", "j1") is None  # the first stage
+    assert stage_in_message("j1.double", "j1") == "double"
+    assert stage_in_message("j1.toy.here", "j1") == LEGACY_STAGE  # a message from before stages had names
+    with pytest.raises(ValueError, match="names no stage of job j1"):
+        stage_in_message("8c3e0f", "j1")
+
+
 def test_a_message_and_record_from_before_stages_were_named_still_run(runtime, calls):
-    job_id = runtime.jobs.create("toy", ToySpec(start=2).model_dump())["id"]  # no stages list
+    job_id = runtime.jobs.create("toy", {"type": "toy", "start": 2})["id"]  # no stages list
+    runtime.jobs.redis.hset(f"ssdstack:job:{job_id}", mapping={"result": '{"earlier": 1}'})
     runtime.jobs.advance_stage(job_id, LEGACY_STAGE, 0)
-    runtime.run_job(FakeTask(), job_id)  # no stage in the message
+    runtime.run_job(FakeTask(), job_id, stage_in_message(f"{job_id}.{LEGACY_STAGE}", job_id))
     job = runtime.jobs.get(job_id)
     assert calls == ["count", "double"] and job["stage"] == "report"
     assert [s["name"] for s in job["stages"]] == TOY.stage_names
+    assert job["result"] == {"earlier": 1, "count": 2, "doubled": 4, "nested": {"from": "double"}}
+    assert job["legacy_result"] == {"earlier": 1}  # kept for the stages on the next route
+
+
+def test_a_lost_lease_stops_the_delivery_before_its_next_stage(runtime, calls):
+    def count(ctx, spec):
+        runtime.jobs.redis.set(f"ssdstack:job:{ctx.job_id}:lease", "another-run", px=60_000)  # a takeover
+        deadline = time.monotonic() + 5
+        while not ctx.lease_lost.is_set():
+            assert time.monotonic() < deadline, "the lost lease was never noticed"
+            time.sleep(0.02)
+        return Counted(count=1)
+
+    runtime.runners["count"] = count
+    job_id = _job(runtime)
+    runtime.run_job(FakeTask(), job_id, "count")
+    job = runtime.jobs.get(job_id)
+    assert calls == [] and [s["state"] for s in job["stages"]] == ["running", "pending", "pending"]
+    assert runtime.jobs.redis.llen(ELSEWHERE.queue) == 0
 
 
 def test_stage_only_moves_forward(runtime):
@@ -204,7 +249,7 @@ def test_serving_a_route_refuses_a_stage_without_its_function(clean_redis):
     settings = WorkerSettings(redis_url=clean_redis)
     runtime = WorkerRuntime("trainer", ["toy-here"], settings, lambda: {}, job_types={"toy": TOY})
     with pytest.raises(ValueError, match=r"no function for stage\(s\) \['double'\]"):
-        runtime.serve(create_app(settings), HERE, {"count": lambda ctx, data: None})
+        runtime.serve(create_app(settings), HERE, {"count": lambda ctx, data: None})  # double is missing
 
 
 def test_a_run_that_loses_its_lease_stops_and_records_nothing(runtime):

@@ -36,7 +36,7 @@ from ssdstack.ascend import dvpp_fits, host_soc_version
 from ssdstack.errors import BackendUnavailable, InvalidInput, JobFailed
 from ssdstack.jobs.context import JobCancelled, JobContext
 from ssdstack.jobs.specs import AtcOptions
-from ssdstack.model_store import sha256_file
+from ssdstack.model_store import SERVING_OM, sha256_file
 
 OM_STEM = "model"
 AIPP_FILE = "aipp.cfg"
@@ -62,7 +62,7 @@ class AtcRun:
 
 class AtcBackend(ConverterBackend):
     name = "atc"
-    artefact = "serving_om"
+    artefact = SERVING_OM
     executables = ("atc",)
     install_hint = ("install the CANN toolkit and `source /usr/local/Ascend/ascend-toolkit/set_env.sh` "
                     "(the converter's Ascend image does this in its entrypoint)")

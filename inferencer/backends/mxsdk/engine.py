@@ -39,6 +39,7 @@ from inferencer.backends.mxsdk.dvpp import DvppDetector
 from inferencer.detector import Detector
 from ssdstack.ascend import dvpp_fits, host_soc_version
 from ssdstack.errors import BackendUnavailable, Conflict, InvalidInput, ServiceUnavailable, UpstreamTimeout
+from ssdstack.model_store import SERVING_OM
 
 TENSOR_TYPE = "MxTools.MxpiTensorPackageList"
 # MxpiTensor.tensorDataType (MindX TensorDataType, numbered as ACL's aclDataType):
@@ -181,7 +182,7 @@ class MxSdkEngine(InferenceEngine):
     """Serves one version's ``model.om`` (see the module docstring)."""
 
     name = "mxsdk"
-    artefact = "serving_om"
+    artefact = SERVING_OM
     python_modules = ("StreamManagerApi",)
     executables = ("npu-smi",)
     install_hint = ("install MindX SDK mxVision and `source /usr/local/Ascend/mxVision/set_env.sh`, on a host "
