@@ -16,20 +16,8 @@ from pathlib import Path, PurePosixPath
 
 from ssdstack.datasets.archive import unsafe_relative_path
 from ssdstack.datasets.coco import SPLITS
-from ssdstack.datasets.layout import (
-    LABELS_FILE,
-    Box,
-    DatasetImage,
-    box_problem,
-    check_output,
-    claim_name,
-    image_size,
-    link_or_copy,
-    number_text,
-    read_coco,
-    read_label_names,
-    read_lines,
-)
+from ssdstack.datasets.layout import (LABELS_FILE, Box, DatasetImage, box_problem, check_output, claim_name, image_size,
+                                      link_or_copy, number_text, read_coco, read_label_names, read_lines)
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,8 @@ from ssdstack.celery_app import CONVERT_QUEUE, INFER_QUEUE, TRAIN_QUEUE
 from ssdstack.jobs.context import JobContext
 from ssdstack.jobs.records import JobStore
 from ssdstack.jobs.specs import ConvertSpec, EvaluateSpec, ExportSpec, ImportSpec, PipelineSpec, TrainSpec
-from ssdstack.jobs.stage_data import (
-    Converted,
-    ConvertInput,
-    Deployed,
-    DeployInput,
-    Evaluated,
-    EvaluateInput,
-    Published,
-    StageOutput,
-    Trained,
-)
+from ssdstack.jobs.stage_data import (Converted, ConvertInput, Deployed, DeployInput, Evaluated, EvaluateInput,
+                                      Published, StageOutput, Trained)
 
 
 @dataclass(frozen=True)

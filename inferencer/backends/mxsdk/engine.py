@@ -26,15 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from inferencer.backends.base import InferenceEngine
-from inferencer.backends.mxsdk.config import (
-    INFER_PLUGIN,
-    INPUT_PLUGIN,
-    dvpp_pipeline,
-    labels_file,
-    postprocess_config,
-    stream_name,
-    tensor_pipeline,
-)
+from inferencer.backends.mxsdk.config import (INFER_PLUGIN, INPUT_PLUGIN, dvpp_pipeline, labels_file,
+                                              postprocess_config, stream_name, tensor_pipeline)
 from inferencer.backends.mxsdk.dvpp import DvppDetector
 from inferencer.detector import Detector
 from ssdstack.ascend import dvpp_fits, host_soc_version
