@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -107,7 +106,7 @@ def _run_local(spec, replace: dict | None = None) -> int:
     """Run a job's stages in this process, as the trainer worker would (trainer extra needed);
     ``replace``: stage functions to use instead of the trainer's."""
     # The trainer (MindSpore) is imported for local verbs only, as the inferencer in cmd_detect.
-    from trainer.service import run_dir_for
+    from trainer.service import remove_job_folders
     from trainer.tasks import stage_runners
 
     settings = WorkerSettings()
@@ -121,8 +120,7 @@ def _run_local(spec, replace: dict | None = None) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     finally:  # nothing resumes a local run
-        shutil.rmtree(run_dir_for(settings.store_dir, ctx.job_id), ignore_errors=True)
-        shutil.rmtree(settings.work_dir / ctx.job_id, ignore_errors=True)
+        remove_job_folders(settings.store_dir, settings.work_dir, ctx.job_id)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -215,13 +215,12 @@ class WorkerRuntime:
         job = self._runnable(job_id, stage)
         if job is None:
             return
-        handoff = None
+        job_type = self.job_types[job["type"]]
         with self._lease(task, job_id) as lease_lost:
             ctx = RedisJobContext(self.jobs, job_id, lease_lost)
-            handoff = self._run_under_lease(ctx, self.job_types[job["type"]], stage)
+            handoff = self._run_under_lease(ctx, job_type, stage)
         if handoff is not None:
             # After the lease is released, so that the next route's worker can take it at once.
-            job_type = self.job_types[job["type"]]
             ctx.progress(stage=f"queued:{job_type.stages[handoff].name}")
             send_stage(self.app, self.jobs, job_id, job_type, handoff)
 

@@ -99,6 +99,12 @@ def run_dir_for(store_dir: Path, job_id: str) -> Path:
     return Path(store_dir) / "jobs" / job_id
 
 
+def remove_job_folders(store_dir: Path, work_dir: Path, job_id: str) -> None:
+    """Delete the job's run folder and its scratch in ``work_dir``, once nothing will resume it."""
+    shutil.rmtree(run_dir_for(store_dir, job_id), ignore_errors=True)
+    shutil.rmtree(Path(work_dir) / job_id, ignore_errors=True)
+
+
 def checked_dataset(name: str, store_dir: Path, ctx: JobContext) -> tuple[dict, object, CocoSplit, CocoSplit]:
     """``(dataset info, validation summary, train split, val split)``.
 

@@ -3,8 +3,6 @@
 runs them."""
 from __future__ import annotations
 
-import shutil
-
 from celery import Celery
 
 from ssdstack.jobs.context import JobContext
@@ -15,7 +13,7 @@ from ssdstack.settings import WorkerSettings
 from ssdstack.worker import WorkerRuntime
 from trainer.ascendjob import Cluster
 from trainer.publish import export_version
-from trainer.service import import_weights, load_version, run_dir_for, train_weights
+from trainer.service import import_weights, load_version, remove_job_folders, train_weights
 
 
 def stage_runners(settings: WorkerSettings) -> dict:
@@ -45,7 +43,6 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
         # Checkpoints and trained weights only serve this route's stages: once the job has
         # left them (finished, or handed on), they are never read again.
         if runtime.done_here(job_id):
-            shutil.rmtree(run_dir_for(settings.store_dir, job_id), ignore_errors=True)
-            shutil.rmtree(settings.work_dir / job_id, ignore_errors=True)
+            remove_job_folders(settings.store_dir, settings.work_dir, job_id)
 
     runtime.serve(app, TRAINER, stage_runners(settings), after=clean_up)

@@ -28,7 +28,7 @@ from ssdstack.jobs.stage_data import (Converted, ConvertInput, Deployed, DeployI
 @dataclass(frozen=True)
 class Route:
     """Where a stage runs: a worker queue, and the Celery task that takes job messages
-    from it (one job task per worker kind; the stage's name travels in the message)."""
+    from it (one job task per worker kind; the message's task id names the stage)."""
 
     queue: str
     task: str

@@ -220,15 +220,18 @@ class JobStore:
 
     def stage_started(self, job_id: str, index: int) -> bool:
         """Mark stage ``index`` running; False once the job is terminal."""
-        stages = self._stages(job_id) or []
-        stages[index].update(state=RUNNING, started_at=_now())
-        return self._write_state(job_id, stages=stages)
+        return self._write_stage(job_id, index, {"state": RUNNING, "started_at": _now()})
 
     def stage_done(self, job_id: str, index: int, output: dict, result: dict) -> bool:
         """Record stage ``index``'s output and the job's result so far, in one write."""
+        return self._write_stage(job_id, index, {"state": SUCCEEDED, "finished_at": _now(), "output": output},
+                                 result=result)
+
+    def _write_stage(self, job_id: str, index: int, entry: dict, **fields: Any) -> bool:
+        """Update stage ``index``'s entry (and ``fields``) unless the job is terminal."""
         stages = self._stages(job_id) or []
-        stages[index].update(state=SUCCEEDED, finished_at=_now(), output=output)
-        return self._write_state(job_id, stages=stages, result=result)
+        stages[index].update(entry)
+        return self._write_state(job_id, stages=stages, **fields)
 
     def progress(self, job_id: str, **fields: Any) -> None:
         key = PREFIX + job_id
