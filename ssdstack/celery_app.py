@@ -36,6 +36,9 @@ def create_app(settings: CommonSettings, name: str = "ssdstack") -> Celery:
         # so. Leaving its message unacknowledged brings it back after the visibility timeout.
         task_acks_on_failure_or_timeout=False,
         broker_connection_retry_on_startup=True,
+        # Ride out a Redis outage of any length: the worker keeps reconnecting, its running
+        # job goes on, and its liveness file (not the broker) decides when it is restarted.
+        broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         task_track_started=False,

@@ -24,14 +24,16 @@ class CommonSettings(BaseSettings):
     store_dir: Path = Path("var/store")
     work_dir: Path = Path("var/work")
     # Seconds the broker waits for an ack before redelivering an unacked (acks_late) task.
-    # It must exceed the longest job's run time, or a healthy job is delivered twice;
-    # a crashed worker's job comes back after this many seconds.
+    # A crashed worker's job does not wait for it: the reaper sends its stage again once
+    # the job's lease has expired. A redelivered message finds the job moved on and is dropped.
     visibility_timeout: int = Field(default=6 * 3600, ge=10)
     heartbeat_interval: float = Field(default=5.0, gt=0)
     # A heartbeat or job lease older than this is dead.
     heartbeat_ttl: float = Field(default=30.0, gt=0)
     # Finished jobs (record, log, cancel flag) are kept this long, then expire.
     job_retention: int = Field(default=30 * 24 * 3600, ge=60)
+    # A job whose worker died this many times (its lease expired mid-stage) fails.
+    max_attempts: int = Field(default=3, ge=1, le=100)
 
     @model_validator(mode="after")
     def _coherent_timing(self) -> "CommonSettings":
@@ -53,8 +55,17 @@ class CommonSettings(BaseSettings):
 class WorkerSettings(CommonSettings):
     """A Celery worker (trainer, converter or inferencer)."""
 
-    # Where the worker writes its liveness file for Kubernetes probes ("" = none).
+    # Where the worker writes its liveness file for Kubernetes probes ("" = none). It is
+    # written every heartbeat while the worker works, Redis or not, for up to
+    # redis_outage_grace seconds of Redis outage; a wedged job stops it.
     heartbeat_file: str = ""
+    redis_outage_grace: float = Field(default=600.0, gt=0)
+    # Seconds a job may run, by job type, counted from its first start (resumes included),
+    # e.g. SSDSTACK_TIME_LIMITS='{"train": 7200}'; a type not named keeps its JobType's limit.
+    time_limits: dict[str, float] = Field(default_factory=dict)
+    # Seconds a stage may go without reporting progress or a log line before it is failed
+    # as stalled (a wedged engine, SDK or library call).
+    stall_timeout: float = Field(default=3600.0, gt=0)
     infer_backend: str = "auto"
     convert_backend: str = "auto"
     train_device: str = "auto"
@@ -77,6 +88,13 @@ class WorkerSettings(CommonSettings):
     trainer_image: str = ""
     k8s_namespace: str = "ssdstack"
     store_pvc: str = "ssdstack-store"
+
+    @field_validator("time_limits")
+    @classmethod
+    def _positive_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(limit <= 0 for limit in value.values()):
+            raise ValueError("every time limit must be a positive number of seconds")
+        return value
 
     @field_validator("ascend_soc_version")
     @classmethod

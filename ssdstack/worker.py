@@ -2,9 +2,12 @@
 
 Heartbeats: a thread writes ``ssdstack:worker:<id>`` (queues, backends with their
 install hints, time) with a TTL and its time in the ``ssdstack:workers`` registry every
-``heartbeat_interval`` seconds, and touches the liveness file that Kubernetes probes
-read. The gateway's ``/readyz``, ``/v1/backends`` and backend checks read these, never
-``celery inspect``, which a busy single-job worker cannot answer.
+``heartbeat_interval`` seconds. The gateway's ``/readyz``, ``/v1/backends`` and backend
+checks read these, never ``celery inspect``, which a busy single-job worker cannot answer.
+The same thread touches the liveness file that Kubernetes probes read, whether Redis
+answers or not, for up to ``redis_outage_grace`` seconds of outage: an outage restarts no
+worker. A wedged worker stops touching it. Another thread runs the reaper's sweeps
+(:mod:`ssdstack.jobs.reaper`).
 
 Stages: :meth:`WorkerRuntime.serve` registers the task of one :class:`Route`; a message
 carries a job id and its task id names a stage (:func:`~ssdstack.jobs.pipeline.stage_in_message`);
@@ -20,6 +23,15 @@ the lease is put back with a delay instead of being run twice; once the lease ha
 expired (its worker died), the job runs again from its current stage, which resumes
 from its checkpoint. A run that loses its lease stops at its next cancel check and
 records nothing: the job belongs to whoever holds the lease now.
+
+Watchdog: while a stage runs, the lease's renewer also fails the job once it is past its
+type's time limit or has reported no progress for ``stall_timeout`` seconds, and stops the
+run; when the stage does not return within a lease TTL, the process exits, to be restarted
+(its body cannot be interrupted from another thread).
+
+Shutdown: on SIGTERM (Celery's warm shutdown) a running stage sees ``cancelled()`` and
+stops at its next check (the trainer checkpoints first); the job goes back to its queue at
+that stage, to resume on another worker, and counts as no failed attempt.
 """
 from __future__ import annotations
 
@@ -37,12 +49,13 @@ from pathlib import Path
 
 import redis
 from celery import Celery, Task
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from ssdstack.errors import NotFound, SsdStackError
 from ssdstack.jobs.context import JobCancelled
 from ssdstack.jobs.pipeline import (JOB_TYPES, JobType, Route, StageRunner, recorded_outputs, run_stage, send_stage,
                                    stage_in_message)
+from ssdstack.jobs.reaper import Reaper
 from ssdstack.jobs.records import SUCCEEDED, TERMINAL, JobStore
 from ssdstack.model_store import remove_stale_scratch
 from ssdstack.settings import WorkerSettings
@@ -50,6 +63,8 @@ from ssdstack.settings import WorkerSettings
 log = logging.getLogger(__name__)
 WORKER_PREFIX = "ssdstack:worker:"
 WORKER_REGISTRY = "ssdstack:workers"
+# Exit status of a worker whose job body did not stop after the watchdog failed its job.
+EXIT_WEDGED = 70
 
 
 class _Stopped(Exception):
@@ -60,21 +75,29 @@ class RedisJobContext:
     """JobContext backed by the job record in Redis.
 
     Progress and log writes are best effort: a Redis blip must not fail an hours-long
-    training job. ``cancelled()`` is also true once the run has lost its lease.
+    training job; each counts as activity for the watchdog. ``cancelled()`` is also true
+    once the run has lost its lease (``lease_lost``: the watchdog sets it too) or its
+    worker is shutting down (``interrupted``).
     """
 
-    def __init__(self, jobs: JobStore, job_id: str, lease_lost: threading.Event):
+    def __init__(self, jobs: JobStore, job_id: str, interrupted: threading.Event):
         self.jobs = jobs
         self.job_id = job_id
-        self.lease_lost = lease_lost
+        self.lease_lost = threading.Event()
+        self.interrupted = interrupted
+        self.last_activity = time.monotonic()
+        self.stage_index: int | None = None
+        self.started_at: float | None = None  # the job's first start, for its time limit
 
     def progress(self, **fields) -> None:
+        self.last_activity = time.monotonic()
         try:
             self.jobs.progress(self.job_id, **fields)
         except redis.RedisError as error:
             log.warning("job %s: progress not recorded: %s", self.job_id, error)
 
     def log(self, message: str) -> None:
+        self.last_activity = time.monotonic()
         log.info("job %s: %s", self.job_id, message)
         try:
             self.jobs.log(self.job_id, message)
@@ -82,7 +105,7 @@ class RedisJobContext:
             log.warning("job %s: log line not recorded: %s", self.job_id, error)
 
     def cancelled(self) -> bool:
-        if self.lease_lost.is_set():
+        if self.lease_lost.is_set() or self.interrupted.is_set():
             return True
         try:
             return self.jobs.cancel_requested(self.job_id)
@@ -108,24 +131,40 @@ class WorkerRuntime:
         self.backends = backends
         self.notes = dict(notes or {})
         self.job_types = job_types
+        unknown = sorted(set(settings.time_limits) - set(job_types))
+        if unknown:
+            raise ValueError(f"SSDSTACK_TIME_LIMITS names no job type {unknown}; the types are {sorted(job_types)}")
         self.worker_id = f"{service}@{socket.gethostname()}:{os.getpid()}"
         self.jobs = JobStore.from_url(settings.redis_url, retention_s=settings.job_retention)
         self.app: Celery | None = None
         self.route: Route | None = None
         self.runners: dict[str, StageRunner] = {}
+        self.reaper: Reaper | None = None
+        self.shutting_down = threading.Event()
+        self.wedged = threading.Event()
+        self._redis_reached = time.monotonic()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # -- heartbeats --------------------------------------------------------------
     def install(self) -> None:
-        """Heartbeat while this process's Celery worker runs."""
+        """Heartbeat and sweep while this process's Celery worker runs; stop running stages
+        when it is told to shut down."""
         worker_ready.connect(lambda **_: self._on_ready(), weak=False)
+        worker_shutting_down.connect(lambda **_: self.shutting_down.set(), weak=False)
         worker_shutdown.connect(lambda **_: self.stop_heartbeats(), weak=False)
 
     def _on_ready(self) -> None:
         removed = remove_stale_scratch(self.settings.store_dir)
         if removed:
             log.info("removed %d stale scratch entries from the store: %s", len(removed), removed[:10])
+        try:
+            adopted = self.jobs.list_unfinished_as_active()
+        except redis.RedisError as error:
+            log.warning("cannot list unfinished jobs for the reaper yet: %s", error)
+        else:
+            if adopted:
+                log.info("listed %d unfinished jobs from before the reaper for it to sweep", adopted)
         self.start_heartbeats()
 
     def heartbeat_once(self) -> None:
@@ -140,8 +179,16 @@ class WorkerRuntime:
         pipe.zadd(WORKER_REGISTRY, {self.worker_id: now})
         pipe.zremrangebyscore(WORKER_REGISTRY, "-inf", now - 10 * self.settings.heartbeat_ttl)
         pipe.execute()
-        if self.settings.heartbeat_file:
-            Path(self.settings.heartbeat_file).write_text(str(now))
+        self._redis_reached = time.monotonic()
+
+    def touch_liveness(self) -> bool:
+        """Write the liveness file unless the worker is wedged or Redis has been out of reach
+        for longer than ``redis_outage_grace``; whether it was written."""
+        outage = time.monotonic() - self._redis_reached
+        if not self.settings.heartbeat_file or self.wedged.is_set() or outage > self.settings.redis_outage_grace:
+            return False
+        Path(self.settings.heartbeat_file).write_text(str(time.time()))
+        return True
 
     def start_heartbeats(self) -> None:
         def beat() -> None:
@@ -150,15 +197,29 @@ class WorkerRuntime:
                     self.heartbeat_once()
                 except Exception as error:  # a missed beat is logged; the next one tries again
                     log.warning("heartbeat failed: %s", error)
+                try:
+                    self.touch_liveness()
+                except OSError as error:
+                    log.warning("liveness file %s not written: %s", self.settings.heartbeat_file, error)
                 self._stop.wait(self.settings.heartbeat_interval)
 
-        self._thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
-        self._thread.start()
+        def sweep() -> None:
+            while not self._stop.wait(self.settings.heartbeat_interval):
+                try:
+                    self.reaper.sweep()
+                except Exception as error:  # the next sweep tries again
+                    log.warning("reaper sweep failed: %s", error)
+
+        self._threads = [threading.Thread(target=beat, name="heartbeat", daemon=True)]
+        if self.reaper is not None:
+            self._threads.append(threading.Thread(target=sweep, name="reaper", daemon=True))
+        for thread in self._threads:
+            thread.start()
 
     def stop_heartbeats(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
         try:
             self.jobs.redis.delete(WORKER_PREFIX + self.worker_id)
             self.jobs.redis.zrem(WORKER_REGISTRY, self.worker_id)
@@ -179,6 +240,7 @@ class WorkerRuntime:
         if missing:
             raise ValueError(f"the {self.service} runs {route.task} but has no function for stage(s) {missing}")
         self.app, self.route, self.runners = app, route, dict(runners)
+        self.reaper = Reaper(app, self.jobs, self.settings, self.job_types, owner=self.worker_id)
 
         # Not shared: each app (a worker, or one of a test's) keeps its own task.
         @app.task(name=route.task, bind=True, acks_late=True, ignore_result=True, shared=False)
@@ -216,11 +278,12 @@ class WorkerRuntime:
         if job is None:
             return
         job_type = self.job_types[job["type"]]
-        with self._lease(task, job_id) as lease_lost:
-            ctx = RedisJobContext(self.jobs, job_id, lease_lost)
+        ctx = RedisJobContext(self.jobs, job_id, self.shutting_down)
+        with self._lease(task, ctx, self.settings.time_limits.get(job_type.name, job_type.time_limit)):
             handoff = self._run_under_lease(ctx, job_type, stage)
         if handoff is not None:
-            # After the lease is released, so that the next route's worker can take it at once.
+            # After the lease is released, so that the next route's (or, for a stage handed
+            # back on shutdown, another) worker can take it at once.
             ctx.progress(stage=f"queued:{job_type.stages[handoff].name}")
             send_stage(self.app, self.jobs, job_id, job_type, handoff)
 
@@ -250,24 +313,28 @@ class WorkerRuntime:
         return job
 
     @contextlib.contextmanager
-    def _lease(self, task: Task, job_id: str) -> Iterator[threading.Event]:
+    def _lease(self, task: Task, ctx: RedisJobContext, time_limit: float) -> Iterator[None]:
         """Hold the job's lease (a token unique to this run) while the block runs, renewing
-        it; yields an Event set once another run has taken it over. Raises Celery's retry,
-        back to this route's queue after one TTL, while another live run holds it."""
-        ttl = self.settings.heartbeat_ttl
+        it and watching the run (see the module's Watchdog); sets ``ctx.lease_lost`` once
+        another run has taken the lease over. Raises Celery's retry, back to this route's
+        queue after one TTL, while another live run holds it."""
+        job_id, ttl = ctx.job_id, self.settings.heartbeat_ttl
         token = f"{self.worker_id}/{uuid.uuid4().hex[:12]}"
         if not self.jobs.acquire_lease(job_id, token, ttl):
             holder = self.jobs.lease_holder(job_id)
             log.info("job %s is held by live run %s; checking again in %.0f s", job_id, holder, ttl)
             raise task.retry(countdown=ttl, max_retries=None, queue=self.route.queue)
-        lease_lost, done = threading.Event(), threading.Event()
+        done = threading.Event()
 
         def renew() -> None:
             while not done.wait(self.settings.heartbeat_interval):
                 try:
+                    if self._overdue(ctx, time_limit):
+                        self._stop_wedged(ctx, done)
+                        return
                     if not self.jobs.acquire_lease(job_id, token, ttl):
                         log.error("job %s: lease taken over by %s; stopping", job_id, self.jobs.lease_holder(job_id))
-                        lease_lost.set()
+                        ctx.lease_lost.set()
                         return
                 except redis.RedisError as error:
                     log.warning("lease renewal for %s failed: %s", job_id, error)
@@ -275,11 +342,42 @@ class WorkerRuntime:
         renewer = threading.Thread(target=renew, name=f"lease-{job_id[:8]}", daemon=True)
         renewer.start()
         try:
-            yield lease_lost
+            yield
         finally:
             done.set()
             renewer.join(timeout=5)
             self.jobs.release_lease(job_id, token)
+
+    def _overdue(self, ctx: RedisJobContext, time_limit: float) -> bool:
+        """Fail the job when it is past its time limit or has stalled; whether it was."""
+        if ctx.started_at is None:
+            ctx.started_at = self.jobs.get(ctx.job_id).get("started_at")
+        started = ctx.started_at or time.time()
+        quiet = time.monotonic() - ctx.last_activity
+        if time.time() - started > time_limit:
+            code, message = "time_limit", (f"the job ran past its time limit of {time_limit:.0f} s "
+                                           f"(SSDSTACK_TIME_LIMITS)")
+        elif quiet > self.settings.stall_timeout:
+            code, message = "stalled", (f"the job reported no progress for {quiet:.0f} s (SSDSTACK_STALL_TIMEOUT is "
+                                        f"{self.settings.stall_timeout:.0f} s): a library or engine call hung")
+        else:
+            return False
+        ctx.lease_lost.set()  # the run records nothing more, and stops at its next check
+        if self.jobs.fail(ctx.job_id, code, message):
+            self.jobs.log(ctx.job_id, f"failed: {message}")
+        log.error("job %s: %s", ctx.job_id, message)
+        return True
+
+    def _stop_wedged(self, ctx: RedisJobContext, done: threading.Event) -> None:
+        """Give a run the watchdog stopped one lease TTL to return; else end this process,
+        whose supervisor (Kubernetes, compose, the local stack) starts a fresh one."""
+        if done.wait(self.settings.heartbeat_ttl):
+            return
+        self.wedged.set()
+        log.critical("job %s: the stage did not stop within %.0f s of being failed; exiting so that the "
+                     "worker is restarted", ctx.job_id, self.settings.heartbeat_ttl)
+        logging.shutdown()
+        os._exit(EXIT_WEDGED)
 
     def _run_under_lease(self, ctx: RedisJobContext, job_type: JobType, stage: str | None) -> int | None:
         """Re-read the job (another run may have moved it on before this one took the lease)
@@ -290,6 +388,7 @@ class WorkerRuntime:
             start = None if job["state"] in TERMINAL else self._first_due(job_type, job, stage)
             if start is None:
                 return None
+            ctx.stage_index = start
             if ctx.cancelled():
                 raise JobCancelled(f"cancelled before {job_type.stages[start].name} started")
             if not self.jobs.mark_running(job_id, self.worker_id):
@@ -300,9 +399,24 @@ class WorkerRuntime:
         except Exception as error:
             if ctx.lease_lost.is_set():  # the job belongs to the run that holds the lease now
                 log.info("job %s: stopped after losing its lease (%s: %s)", job_id, type(error).__name__, error)
+            elif self._handed_back(ctx, job_type, error):
+                return ctx.stage_index
             else:
                 self._record_failure(ctx, error)
         return None
+
+    def _handed_back(self, ctx: RedisJobContext, job_type: JobType, error: Exception) -> bool:
+        """Whether a stage stopped by this worker's shutdown (not by a cancel request) went
+        back to queued, to be sent again."""
+        if not (isinstance(error, JobCancelled) and ctx.interrupted.is_set() and ctx.stage_index is not None):
+            return False
+        if self.jobs.cancel_requested(ctx.job_id):
+            return False
+        handed = self.jobs.requeue(ctx.job_id, ctx.stage_index, f"{self.worker_id} shut down")
+        if handed:
+            ctx.log(f"handed back at stage {job_type.stages[ctx.stage_index].name}: {self.worker_id} is shutting "
+                    f"down ({error})")
+        return handed
 
     def _record_failure(self, ctx: RedisJobContext, error: Exception) -> None:
         if isinstance(error, JobCancelled):
@@ -348,10 +462,13 @@ class WorkerRuntime:
             stage = job_type.stages[index]
             if states[index] == SUCCEEDED and stage.name in outputs:
                 continue
+            if index > start and ctx.interrupted.is_set():
+                return index  # this worker is shutting down: the next stage goes back to the queue
             self._check_still_ours(ctx)
             self.jobs.advance_stage(job_id, stage.name, index)
             if not self.jobs.stage_started(job_id, index):
                 raise _Stopped
+            ctx.stage_index = index
             ctx.progress(stage=stage.name)
             outputs[stage.name] = run_stage(stage, self.runners[stage.name], ctx,
                                             job_type.input_for(index, spec, outputs, base))

@@ -69,11 +69,18 @@ EVALUATE = Stage("evaluate", EVALUATOR, EvaluateInput, Evaluated)
 DEPLOY = Stage("deploy", EVALUATOR, DeployInput, Deployed)
 
 
+HOUR = 3600.0
+
+
 @dataclass(frozen=True)
 class JobType:
+    """``time_limit``: seconds a job may run from its first start, resumes included, unless
+    ``SSDSTACK_TIME_LIMITS`` names its type."""
+
     name: str
     spec: type[BaseModel]
     stages: tuple[Stage, ...]
+    time_limit: float = 6 * HOUR
 
     @property
     def stage_names(self) -> list[str]:
@@ -116,8 +123,8 @@ class JobType:
 
 
 JOB_TYPES: dict[str, JobType] = {job.name: job for job in (
-    JobType("train", TrainSpec, (TRAIN, EXPORT)),
-    JobType("pipeline", PipelineSpec, (TRAIN, EXPORT, CONVERT, EVALUATE, DEPLOY)),
+    JobType("train", TrainSpec, (TRAIN, EXPORT), time_limit=72 * HOUR),
+    JobType("pipeline", PipelineSpec, (TRAIN, EXPORT, CONVERT, EVALUATE, DEPLOY), time_limit=80 * HOUR),
     JobType("import", ImportSpec, (IMPORT, EXPORT)),
     JobType("export", ExportSpec, (LOAD, EXPORT)),
     JobType("convert", ConvertSpec, (CONVERT,)),
@@ -181,9 +188,15 @@ def send_stage(app: Celery, jobs: JobStore, job_id: str, job_type: JobType, inde
     in the previous release; the task id names the stage (:func:`stage_in_message`).
     """
     stage = job_type.stages[index]
-    task_id = job_id if index == 0 else f"{job_id}.{stage.name}"
-    app.send_task(stage.route.task, args=[job_id], task_id=task_id, queue=stage.route.queue, ignore_result=True)
+    app.send_task(stage.route.task, args=[job_id], task_id=stage_task_id(job_id, job_type, index),
+                  queue=stage.route.queue, ignore_result=True)
     jobs.advance_stage(job_id, stage.name, index)
+
+
+def stage_task_id(job_id: str, job_type: JobType, index: int) -> str:
+    """The Celery task id of the message for stage ``index``: the job id for the first stage,
+    ``<job id>.<stage>`` for the others (read back by :func:`stage_in_message`)."""
+    return job_id if index == 0 else f"{job_id}.{job_type.stages[index].name}"
 
 
 def run_in_process(job_type: JobType, spec: BaseModel, runners: Mapping[str, StageRunner],

@@ -2,6 +2,10 @@
 
 A job is a hash ``ssdstack:job:<id>`` (its id is also the Celery task id) with JSON
 fields, an index sorted by creation time, a capped log list, a cancel flag and a lease.
+Every key ends: a finished job's record, log and cancel flag expire after the retention;
+an unfinished job is listed in the active set, which the reaper
+(:mod:`ssdstack.jobs.reaper`) sweeps until the job ends; a log or cancel flag written
+meanwhile expires after the retention too, unless the job writes it again.
 Its ``stages`` field lists the job's stages in order, each ``{"name", "state", and once
 started "started_at", once done "finished_at" and "output"}`` (the stage's typed output,
 see :mod:`ssdstack.jobs.stage_data`); ``stage`` names the current one.
@@ -23,6 +27,7 @@ from ssdstack.errors import Conflict, NotFound
 
 PREFIX = "ssdstack:job:"
 INDEX = "ssdstack:jobs"
+ACTIVE = "ssdstack:jobs:active"  # ids of jobs not yet terminal: what the reaper sweeps
 LOG_LINES_KEPT = 500
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -104,9 +109,14 @@ class JobStore:
                                         socket_connect_timeout=5, health_check_interval=30), retention_s)
 
     # -- records ---------------------------------------------------------------
-    def create(self, job_type: str, spec: dict, stages: Sequence[str] | None = None) -> dict:
-        """A queued job; ``stages``: the names of its stages, in order."""
-        job_id = uuid.uuid4().hex
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    def create(self, job_type: str, spec: dict, stages: Sequence[str] | None = None, job_id: str | None = None) -> dict:
+        """A queued job; ``stages``: the names of its stages, in order; ``job_id``: one from
+        :meth:`new_id` (a fresh one by default)."""
+        job_id = job_id or self.new_id()
         now = _now()
         fields = {"id": job_id, "type": job_type, "state": QUEUED, "spec": json.dumps(spec),
                   "progress": json.dumps({}), "created_at": now, "updated_at": now, "attempts": 0}
@@ -115,6 +125,7 @@ class JobStore:
         pipe = self.redis.pipeline()
         pipe.hset(PREFIX + job_id, mapping=fields)
         pipe.zadd(INDEX, {job_id: now})
+        pipe.sadd(ACTIVE, job_id)
         pipe.execute()
         return self.get(job_id)
 
@@ -122,7 +133,7 @@ class JobStore:
         raw = self.redis.hgetall(PREFIX + job_id)
         if not raw:
             raise NotFound(f"no job with id {job_id!r}")
-        return self._decode(raw)
+        return self.decode(raw)
 
     def state(self, job_id: str) -> str | None:
         """The job's state, or None when there is no such job (or it expired)."""
@@ -138,12 +149,12 @@ class JobStore:
         expired = [job_id for job_id, raw in zip(ids, records) if not raw]
         if expired:
             self.redis.zrem(INDEX, *expired)
-        jobs = [self._decode(raw) for raw in records if raw]
+        jobs = [self.decode(raw) for raw in records if raw]
         jobs = [j for j in jobs if (state is None or j["state"] == state) and (job_type is None or j["type"] == job_type)]
         return jobs[offset:offset + limit]
 
     @staticmethod
-    def _decode(raw: dict[str, str]) -> dict[str, Any]:
+    def decode(raw: dict[str, str]) -> dict[str, Any]:
         job: dict[str, Any] = dict(raw)
         for field in JSON_FIELDS:
             job[field] = json.loads(raw[field]) if field in raw else None
@@ -151,6 +162,7 @@ class JobStore:
             if field in raw:
                 job[field] = float(raw[field])
         job["attempts"] = int(raw.get("attempts", 0))
+        job["worker_losses"] = int(raw.get("worker_losses", 0))
         return job
 
     def _write_state(self, job_id: str, **fields: Any) -> bool:
@@ -198,7 +210,36 @@ class JobStore:
         pipe = self.redis.pipeline()
         for suffix in ("", ":log", ":cancel"):
             pipe.expire(f"{PREFIX}{job_id}{suffix}", self.retention_s)
+        pipe.srem(ACTIVE, job_id)
         pipe.execute()
+
+    def list_unfinished_as_active(self) -> int:
+        """Put every unfinished job of the index on the active set (records written before
+        the set existed); how many were added."""
+        ids = self.redis.zrange(INDEX, 0, -1)
+        pipe = self.redis.pipeline()
+        for job_id in ids:
+            pipe.hget(PREFIX + job_id, "state")
+        unfinished = [job_id for job_id, state in zip(ids, pipe.execute()) if state and state not in TERMINAL]
+        return int(self.redis.sadd(ACTIVE, *unfinished)) if unfinished else 0
+
+    def active(self) -> list[str]:
+        """Ids of the jobs listed as not yet terminal."""
+        return list(self.redis.smembers(ACTIVE))
+
+    def forget_active(self, job_ids: Sequence[str]) -> None:
+        """Take ended or expired jobs off the active set."""
+        if job_ids:
+            self.redis.srem(ACTIVE, *job_ids)
+
+    def worker_lost(self, job_id: str) -> int:
+        """Count one more run of the job whose worker died; the count so far."""
+        return int(self.redis.hincrby(PREFIX + job_id, "worker_losses", 1))
+
+    def requeue(self, job_id: str, index: int, reason: str) -> bool:
+        """Put a job whose run was interrupted (its worker shutting down) back to queued,
+        stage ``index`` pending again; False once the job is terminal."""
+        return self._write_stage(job_id, index, {"state": PENDING, "interrupted": reason}, state=QUEUED)
 
     def advance_stage(self, job_id: str, stage: str, order: int) -> bool:
         """Make ``stage`` (the ``order``-th stage) the job's current stage, unless the job is
@@ -244,6 +285,7 @@ class JobStore:
         pipe = self.redis.pipeline()
         pipe.rpush(key, f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}")
         pipe.ltrim(key, -LOG_LINES_KEPT, -1)
+        pipe.expire(key, self.retention_s)
         pipe.execute()
 
     def logs(self, job_id: str) -> list[str]:
@@ -257,7 +299,7 @@ class JobStore:
         job = self.get(job_id)
         if job["state"] in TERMINAL:
             raise Conflict(f"job {job_id} already {job['state']}")
-        self.redis.set(f"{PREFIX}{job_id}:cancel", "1")
+        self.redis.set(f"{PREFIX}{job_id}:cancel", "1", ex=self.retention_s)
         error = json.dumps({"code": "cancelled", "message": "cancelled before it started", "details": None})
         if self._cancel_queued(keys=[PREFIX + job_id],
                                args=["state", CANCELLED, "error", error, "finished_at", _now(), "updated_at", _now()]):

@@ -3,64 +3,23 @@ failure, cancel, stale and legacy messages; heartbeats. The job types here are t
 declared in the test, so that only the runtime is under test."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
-from typing import Literal
-
+from pathlib import Path
 import pytest
+import redis
 from celery.exceptions import Retry
-from pydantic import BaseModel
 
 from ssdstack.celery_app import create_app
 from ssdstack.errors import InvalidDataset
 from ssdstack.jobs.context import JobCancelled
-from ssdstack.jobs.pipeline import JobType, Route, Stage, stage_in_message
-from ssdstack.jobs.stage_data import StageOutput
+from ssdstack.jobs.pipeline import JobType, stage_in_message
 from ssdstack.settings import WorkerSettings
-from ssdstack.worker import WorkerRuntime, live_workers
-
-HERE = Route("toy-here", "toy.here")
-ELSEWHERE = Route("toy-elsewhere", "toy.elsewhere")
-
-
-class ToySpec(BaseModel):
-    type: Literal["toy"] = "toy"
-    start: int = 1
-
-
-class Counted(StageOutput):
-    count: int
-
-    def result(self) -> dict:
-        return {"count": self.count}
-
-
-class Doubled(StageOutput):
-    doubled: int
-
-    def result(self) -> dict:
-        return {"doubled": self.doubled, "nested": {"from": "double"}}
-
-
-TOY = JobType("toy", ToySpec, (
-    Stage("count", HERE, ToySpec, Counted),
-    Stage("double", HERE, Counted, Doubled),
-    Stage("report", ELSEWHERE, Doubled, Counted),  # on another route
-))
-# A record written before stages had names says "toy.here" where it means "count".
-LEGACY_STAGE = "toy.here"
-
-
-class FakeTask:
-    """What run_job uses of a bound Celery task."""
-
-    def __init__(self):
-        self.retried = {}
-
-    def retry(self, **options):
-        self.retried = options
-        return Retry(f"retry in {options['countdown']}", when=options["countdown"])
-
+from ssdstack.worker import EXIT_WEDGED, WorkerRuntime, live_workers
+from toy import ELSEWHERE, HERE, LEGACY_STAGE, TOY, Counted, Doubled, FakeTask, ToySpec
 
 @pytest.fixture
 def calls():
@@ -289,7 +248,128 @@ def test_heartbeats_carry_backends_with_install_hints_and_expire(runtime, tmp_pa
         assert workers[0]["backends"] == {"toy-here": ["toy"], "device": "CPU"}
         assert workers[0]["backend_details"]["toy-here"][1] == {
             "name": "other", "usable": False, "artefact": "other_file", "install_hint": "pip install other"}
-        assert (tmp_path / "alive").exists()
     finally:
         runtime.stop_heartbeats()
     assert live_workers(runtime.jobs.redis) == []
+
+
+def test_the_liveness_file_does_not_depend_on_redis_but_on_the_outage_grace(runtime, tmp_path):
+    alive = tmp_path / "alive"
+    assert runtime.touch_liveness() and alive.exists()
+    alive.unlink()
+    outage = runtime.settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    blind = WorkerRuntime("trainer", ["toy-here"], outage, lambda: {}, job_types={"toy": TOY})
+    with pytest.raises(redis.ConnectionError):
+        blind.heartbeat_once()  # Redis is out of reach...
+    assert blind.touch_liveness() and alive.exists()  # ...and the worker still counts as alive
+    blind._redis_reached -= outage.redis_outage_grace + 1  # ...until the outage outlasts the grace
+    alive.unlink()
+    assert not blind.touch_liveness() and not alive.exists()
+
+
+def test_a_wedged_worker_stops_touching_its_liveness_file(runtime, tmp_path):
+    runtime.wedged.set()
+    assert not runtime.touch_liveness() and not (tmp_path / "alive").exists()
+
+
+def _until_cancelled(ctx, seconds: float = 10, report: bool = False) -> None:
+    deadline = time.monotonic() + seconds
+    while not ctx.cancelled():
+        assert time.monotonic() < deadline, "the run was never told to stop"
+        if report:
+            ctx.progress(step=1)
+        time.sleep(0.02)
+    raise JobCancelled("stopped")
+
+
+def test_a_stage_without_progress_is_failed_as_stalled_and_stopped(runtime):
+    runtime.settings = runtime.settings.model_copy(update={"stall_timeout": 0.3})
+    runtime.runners["count"] = lambda ctx, data: _until_cancelled(ctx)
+    job_id = _job(runtime)
+    runtime.run_job(FakeTask(), job_id, "count")
+    job = runtime.jobs.get(job_id)
+    assert job["state"] == "failed" and job["error"]["code"] == "stalled"
+    assert "SSDSTACK_STALL_TIMEOUT" in job["error"]["message"]
+    assert runtime.jobs.lease_holder(job_id) is None and not runtime.wedged.is_set()
+
+
+def test_a_job_past_its_time_limit_fails_though_it_reports_progress(runtime):
+    runtime.settings = runtime.settings.model_copy(update={"time_limits": {"toy": 0.3}})
+    runtime.runners["count"] = lambda ctx, data: _until_cancelled(ctx, report=True)
+    job_id = _job(runtime)
+    runtime.run_job(FakeTask(), job_id, "count")
+    job = runtime.jobs.get(job_id)
+    assert job["state"] == "failed" and job["error"]["code"] == "time_limit"
+
+
+_WEDGED_WORKER = """
+import sys, time
+from ssdstack.celery_app import create_app
+from ssdstack.settings import WorkerSettings
+from ssdstack.worker import WorkerRuntime
+from toy import HERE, TOY, FakeTask
+
+settings = WorkerSettings(redis_url=sys.argv[1], heartbeat_interval=0.1, heartbeat_ttl=0.5, stall_timeout=0.3)
+runtime = WorkerRuntime("trainer", ["toy-here"], settings, lambda: {}, job_types={"toy": TOY})
+runtime.serve(create_app(settings), HERE, {"count": lambda ctx, data: time.sleep(60), "double": None})
+runtime.run_job(FakeTask(), sys.argv[2], None)
+"""
+
+
+def test_a_stage_that_cannot_be_stopped_ends_its_worker_process(runtime, tmp_path):
+    job_id = _job(runtime)
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here.parent.parent)]))
+    done = subprocess.run([sys.executable, "-c", _WEDGED_WORKER, runtime.settings.redis_url, job_id],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == EXIT_WEDGED, done.stderr[-2000:]
+    assert "exiting so that the worker is restarted" in done.stderr
+    job = runtime.jobs.get(job_id)
+    assert job["state"] == "failed" and job["error"]["code"] == "stalled"
+
+
+def test_a_time_limit_for_an_unknown_job_type_is_refused_at_start(clean_redis):
+    settings = WorkerSettings(redis_url=clean_redis, time_limits={"trian": 60})
+    with pytest.raises(ValueError, match=r"SSDSTACK_TIME_LIMITS names no job type \['trian'\]"):
+        WorkerRuntime("trainer", ["toy-here"], settings, lambda: {}, job_types={"toy": TOY})
+
+
+def test_a_stage_stopped_by_shutdown_goes_back_to_its_queue_not_failed(runtime, calls):
+    def count(ctx, data):
+        runtime.shutting_down.set()  # SIGTERM arrives during the stage
+        _until_cancelled(ctx)
+
+    runtime.runners["count"] = count
+    job_id = _job(runtime)
+    runtime.run_job(FakeTask(), job_id, None)
+    job = runtime.jobs.get(job_id)
+    assert job["state"] == "queued" and job["error"] is None and job["worker_losses"] == 0
+    assert job["stages"][0]["state"] == "pending" and "shut down" in job["stages"][0]["interrupted"]
+    assert runtime.jobs.redis.llen(HERE.queue) == 1 and runtime.jobs.lease_holder(job_id) is None
+    assert any("handed back at stage count" in line for line in runtime.jobs.logs(job_id))
+
+
+def test_shutdown_between_stages_hands_the_next_one_back(runtime, calls):
+    def count(ctx, data):
+        runtime.shutting_down.set()
+        return Counted(count=1)
+
+    runtime.runners["count"] = count
+    job_id = _job(runtime)
+    runtime.run_job(FakeTask(), job_id, None)
+    job = runtime.jobs.get(job_id)
+    assert calls == [] and job["stage"] == "double"
+    assert [s["state"] for s in job["stages"]] == ["succeeded", "pending", "pending"]
+    assert runtime.jobs.redis.llen(HERE.queue) == 1
+
+
+def test_a_cancel_during_shutdown_is_still_a_cancel(runtime):
+    def count(ctx, data):
+        runtime.shutting_down.set()
+        runtime.jobs.request_cancel(ctx.job_id)
+        _until_cancelled(ctx)
+
+    runtime.runners["count"] = count
+    job_id = _job(runtime)
+    runtime.run_job(FakeTask(), job_id, None)
+    assert runtime.jobs.get(job_id)["state"] == "cancelled" and runtime.jobs.redis.llen(HERE.queue) == 0
