@@ -46,7 +46,8 @@ def main(job_file: str) -> None:
         partial_outcome = run_dir / f".partial-{RANK_OUTCOME}"
         partial_outcome.write_text(json.dumps({
             "labels": list(train_split.label_names), "epochs_run": outcome.epochs_run,
-            "resumed_from_epoch": outcome.resumed_from_epoch, "final_loss": outcome.final_loss,
+            "resumed_from_epoch": outcome.resumed_from_epoch, "resumed_from_step": outcome.resumed_from_step,
+            "final_loss": outcome.final_loss,
             "seconds": outcome.seconds, "initialised": outcome.initialised, "best": outcome.best,
             "history": outcome.history}))
         os.replace(partial_outcome, run_dir / RANK_OUTCOME)

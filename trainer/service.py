@@ -196,7 +196,8 @@ def train_weights(spec: TrainSpec, store_dir: Path, work_dir: Path, ctx: JobCont
                 "loss_scale": config.loss_scale, "loss_scale_mode": spec.loss_scale_mode,
                 "amp_level": config.amp_level, "clip_global_norm": config.clip_global_norm,
                 "freeze": spec.freeze, "seed": config.seed, "final_loss": outcome.final_loss,
-                "resumed_from_epoch": outcome.resumed_from_epoch, "seconds": round(outcome.seconds, 1),
+                "resumed_from_epoch": outcome.resumed_from_epoch, "resumed_from_step": outcome.resumed_from_step,
+                "seconds": round(outcome.seconds, 1),
                 "initialised": outcome.initialised, "best": outcome.best, "eval_history": outcome.history,
                 "dataset_warnings": {"count": summary.warning_count, "first": summary.warnings}}
     lineage = {"job_id": ctx.job_id, "dataset": spec.dataset, "dataset_sha256": dataset_info.get("sha256"),

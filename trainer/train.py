@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import mindspore as ms
 import numpy as np
@@ -60,6 +60,7 @@ class TrainOutcome:
     resumed_from_epoch: int  # 0 when training started fresh
     final_loss: float
     seconds: float
+    resumed_from_step: int = 0  # steps into epoch resumed_from_epoch + 1 (a run stopped mid-epoch)
     initialised: dict | None = None   # what the ``initialise`` hook loaded
     best: dict | None = None          # {"epoch", "map"} of the published weights, when evaluated
     history: list[dict] = field(default_factory=list)  # {"epoch", "map"} per evaluation
@@ -79,10 +80,19 @@ def _marked(run_dir: Path, marker: str) -> tuple[Path, dict] | None:
     return (path, info) if path.exists() else None
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
-    """``(path, completed_epochs)`` of the newest complete checkpoint, if any."""
+class Position(NamedTuple):
+    """Where a checkpoint stands: ``epochs`` complete, and ``step`` steps into the next one
+    (0 for one written at an epoch's end; more for one written when the run was stopped)."""
+
+    path: Path
+    epochs: int
+    step: int = 0
+
+
+def latest_checkpoint(run_dir: Path) -> Position | None:
+    """The newest complete checkpoint, if any."""
     found = _marked(run_dir, "latest.json")
-    return (found[0], int(found[1]["epochs"])) if found else None
+    return Position(found[0], int(found[1]["epochs"]), int(found[1].get("step", 0))) if found else None
 
 
 def _write_checkpoint(cell, folder: Path, name: str, marker: str, info: dict) -> None:
@@ -97,9 +107,12 @@ def _write_checkpoint(cell, folder: Path, name: str, marker: str, info: dict) ->
     os.replace(marker_tmp, folder / marker)
 
 
-def _save_checkpoint(train_step, run_dir: Path, epochs_done: int, keep: int) -> None:
+def _save_checkpoint(train_step, run_dir: Path, epochs_done: int, keep: int, step: int = 0) -> None:
+    """``epoch-0003.ckpt`` after three epochs; ``epoch-0003_00007.ckpt`` seven steps into the
+    fourth (names sort in training order). The newest ``keep`` are kept."""
     folder = _checkpoint_dir(run_dir)
-    _write_checkpoint(train_step, folder, f"epoch-{epochs_done:04d}.ckpt", "latest.json", {"epochs": epochs_done})
+    name = f"epoch-{epochs_done:04d}.ckpt" if step == 0 else f"epoch-{epochs_done:04d}_{step:05d}.ckpt"
+    _write_checkpoint(train_step, folder, name, "latest.json", {"epochs": epochs_done, "step": step})
     for old in sorted(folder.glob("epoch-*.ckpt"))[:-keep]:
         old.unlink()
 
@@ -154,9 +167,9 @@ def _train_step(network, recipe: Recipe, config: TrainConfig, lr: np.ndarray, gr
                      grad_reducer=gradient_reducer(optimizer.parameters, group_size))
 
 
-def _restore(train_step, found: tuple[Path, int], ctx: JobContext) -> int:
-    """Load checkpoint ``found`` (path, completed epochs) into ``train_step``; the epochs done."""
-    path, start_epoch = found
+def _restore(train_step, found: Position, ctx: JobContext) -> None:
+    """Load checkpoint ``found`` into ``train_step``."""
+    path = found.path
     # The learning-rate table is rebuilt from the spec; the restored global step picks
     # the position in it.
     state = {k: v for k, v in ms.load_checkpoint(str(path)).items() if k != "learning_rate"}
@@ -164,8 +177,8 @@ def _restore(train_step, found: tuple[Path, int], ctx: JobContext) -> int:
     not_loaded = [name for name in not_loaded if name != "learning_rate"]
     if not_loaded:
         raise JobFailed(f"checkpoint {path.name} does not fit this network", details=not_loaded[:20])
-    ctx.log(f"resuming from {path.name} after epoch {start_epoch}")
-    return start_epoch
+    at = f"after epoch {found.epochs}" + (f", step {found.step} of the next" if found.step else "")
+    ctx.log(f"resuming from {path.name} {at}")
 
 
 class _BestByMap:
@@ -195,7 +208,9 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
                   initialise: Callable[[object], dict] | None = None,
                   evaluate: Callable[[object], float] | None = None,
                   batches: TrainBatches | None = None, rank: int = 0, group_size: int = 1) -> TrainOutcome:
-    """Train from scratch, or resume from ``run_dir``'s latest checkpoint.
+    """Train from scratch, or resume from ``run_dir``'s latest checkpoint. A run told to
+    stop (``ctx.cancelled()``: a cancel, or its worker shutting down) first checkpoints the
+    steps it made since the last checkpoint, so that a resume goes on from that step.
 
     ``initialise(network) -> report`` loads starting weights on a fresh start (not on a
     resume, whose checkpoint holds them). ``evaluate(network) -> mAP`` runs every
@@ -223,19 +238,26 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
             network.backbone.set_train(False)  # frozen BatchNorm keeps its running statistics
 
     train_mode()
-    start_epoch = _restore(train_step, found, ctx) if found is not None else 0
+    if found is not None:
+        _restore(train_step, found, ctx)
+    start_epoch, start_step = (found.epochs, found.step) if found is not None else (0, 0)
     evaluations = _BestByMap(run_dir, start_epoch)
     started = time.monotonic()
-    steps_done = 0
+    steps_done = unsaved = 0
     loss_value = float("nan")
     for epoch in range(start_epoch, config.epochs):
-        for step_in_epoch, batch in enumerate(batches.epoch(epoch)):
+        first_step = start_step if epoch == start_epoch else 0
+        for step_in_epoch, batch in enumerate(batches.epoch(epoch, first_step), start=first_step):
             if ctx.cancelled():
+                if is_writer and unsaved:
+                    _save_checkpoint(train_step, run_dir, epoch, config.keep_checkpoint_max, step=step_in_epoch)
+                    ctx.log(f"checkpoint at step {step_in_epoch} of epoch {epoch + 1}, on stopping")
                 raise JobCancelled(f"cancelled during epoch {epoch + 1}")
             loss, finite = train_step(Tensor(batch.images), Tensor(batch.loc), Tensor(batch.labels),
                                       Tensor(batch.num_positives))
             loss_value = float(loss.asnumpy())
             steps_done += 1
+            unsaved += 1
             global_step = epoch * steps_per_epoch + step_in_epoch + 1
             elapsed = time.monotonic() - started
             remaining = total_steps - global_step
@@ -254,6 +276,7 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
             train_mode()
         if is_writer and (epochs_done % config.checkpoint_every == 0 or epochs_done == config.epochs):
             _save_checkpoint(train_step, run_dir, epochs_done, config.keep_checkpoint_max)
+            unsaved = 0
             ctx.log(f"checkpoint after epoch {epochs_done}, loss {loss_value:.4f}")
 
     final = float32_copy(network, recipe) if config.amp_level != "O0" else network
@@ -262,5 +285,6 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
         load_pretrained(final, ms.load_checkpoint(str(_checkpoint_dir(run_dir) / "best.ckpt")), head_filter="none")
         ctx.log(f"publishing the weights of epoch {best['epoch']} (val mAP {best['map']:.4f})")
     return TrainOutcome(network=final, epochs_run=config.epochs - start_epoch, resumed_from_epoch=start_epoch,
+                        resumed_from_step=start_step,
                         final_loss=loss_value, seconds=time.monotonic() - started, initialised=initialised,
                         best=best, history=evaluations.history)

@@ -52,7 +52,7 @@ def test_training_resumes_from_the_last_checkpoint(tiny, tmp_path):
     recipe = get_recipe("ssd_lite_mobilenet_v2")
     first = train_network(recipe, train, _config(2), tmp_path, LocalContext(quiet=True))
     assert first.resumed_from_epoch == 0 and first.epochs_run == 2 and np.isfinite(first.final_loss)
-    path, epochs = latest_checkpoint(tmp_path)
+    path, epochs, _ = latest_checkpoint(tmp_path)
     assert epochs == 2 and path.name == "epoch-0002.ckpt"
 
     saved = ms.load_checkpoint(str(path))
@@ -74,7 +74,15 @@ def test_cancel_stops_training(tiny, tmp_path):
 
     with pytest.raises(JobCancelled, match="epoch 1"):
         train_network(get_recipe("ssd_lite_mobilenet_v2"), tiny[0], _config(5), tmp_path, CancelAfterOneStep(quiet=True))
-    assert latest_checkpoint(tmp_path) is None
+    stopped = latest_checkpoint(tmp_path)  # the one step made is checkpointed on stopping
+    assert (stopped.path.name, stopped.epochs, stopped.step) == ("epoch-0000_00001.ckpt", 0, 1)
+    saved = ms.load_checkpoint(str(stopped.path))
+    assert int(saved["global_step"].asnumpy().reshape(-1)[0]) == 1
+
+    resumed = train_network(get_recipe("ssd_lite_mobilenet_v2"), tiny[0], _config(1), tmp_path,
+                            LocalContext(quiet=True))
+    assert (resumed.resumed_from_epoch, resumed.resumed_from_step) == (0, 1)
+    assert latest_checkpoint(tmp_path) == (tmp_path / "checkpoints" / "epoch-0001.ckpt", 1, 0)
 
 
 def test_export_writes_artefacts_and_reference(tiny, tmp_path):
