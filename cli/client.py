@@ -44,8 +44,10 @@ class Client:
             return self._check(self.http.put(f"/v1/checkpoints/{name or Path(checkpoint).name}", content=handle,
                                              headers={"Content-Type": "application/octet-stream"}))
 
-    def submit(self, spec: dict) -> dict:
-        return self._check(self.http.post("/v1/jobs", json=spec))
+    def submit(self, spec: dict, idempotency_key: str | None = None) -> dict:
+        """Submit a job; with ``idempotency_key``, submitting again gives the same job."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._check(self.http.post("/v1/jobs", json=spec, headers=headers))
 
     def job(self, job_id: str) -> dict:
         return self.get(f"/v1/jobs/{job_id}")

@@ -5,13 +5,15 @@ Layout under ``var_dir``::
     log/<service>.log   the service's stdout and stderr, appended across runs
     run/<service>.pid   line 1 the pid; line 2 (Linux) the process start time in clock
                         ticks since boot, so that a recycled pid is never taken for ours
-    redis/              Redis's --dir (nothing is persisted: --save "" and no AOF)
+    redis/              Redis's --dir: its append-only file (fsync every second), so jobs
+                        and their history outlive ``down`` and ``up``
     store/              the model store (SSDSTACK_STORE_DIR)
     work/               the workers' cwd and SSDSTACK_WORK_DIR
 
 Each service leads its own session and process group, so stopping it also reaches any
 children it spawned, and a later process (``make down``) can stop it from its pid file.
-Everything listens on 127.0.0.1 only.
+The workers and the gateway run under :mod:`cli.supervise`, which starts one again when it
+crashes; the pid file names the supervisor. Everything listens on 127.0.0.1 only.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import redis
 
-from cli.processes import find_redis_server, group_alive, log_tail, pid_alive, signal_group, start_ticks
+from cli.processes import find_redis_server, group_alive, log_tail, pid_alive, proc_stat, signal_group, start_ticks
 
 # The folder holding the ssdstack, trainer, converter, inferencer and gateway packages.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -108,22 +110,24 @@ class LocalStack:
     def services(self) -> list[ServiceSpec]:
         """redis, trainer, converter, inferencer, gateway: the order ``up`` starts them in."""
 
+        supervised = [self.python, "-m", "cli.supervise", "--", self.python, "-m"]
+
         def worker(name: str, queue: str, *pool: str) -> ServiceSpec:
-            argv = [self.python, "-m", "celery", "-A", f"{name}.worker", "worker", "-Q", queue,
+            argv = [*supervised, "celery", "-A", f"{name}.worker", "worker", "-Q", queue,
                     "-n", f"{name}@%h", "--pool", *pool, "--loglevel", "INFO"]
             return ServiceSpec(name, argv, self.env, self.work_dir)
 
         redis_argv = [
             find_redis_server(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
-            "--dir", str(self.redis_dir), "--save", "", "--appendonly", "no",
-            "--protected-mode", "yes",
+            "--dir", str(self.redis_dir), "--save", "", "--appendonly", "yes",
+            "--appendfsync", "everysec", "--protected-mode", "yes",
         ]
         return [
             ServiceSpec("redis", redis_argv, self.env),
             worker("trainer", "train", "solo"),
             worker("converter", "convert", "solo"),
             worker("inferencer", "infer", "threads", "--concurrency", str(self.infer_concurrency)),
-            ServiceSpec("gateway", [self.python, "-m", "gateway"], self.env),
+            ServiceSpec("gateway", [*supervised, "gateway"], self.env),
         ]
 
     def log_path(self, name: str) -> Path:
@@ -347,8 +351,26 @@ class LocalStack:
         self._end(name, timeout, signal.SIGTERM)
 
     def kill(self, name: str) -> None:
-        """SIGKILL ``name``'s process group at once, as a crash would; drop the pid file."""
+        """SIGKILL ``name``'s process group at once, supervisor included; drop the pid file."""
         self._end(name, KILL_WAIT, signal.SIGKILL)
+
+    def supervised_pid(self, name: str) -> int | None:
+        """The pid of the process ``name``'s supervisor runs now, if any."""
+        supervisor = self._live_pid(name)
+        if supervisor is None:
+            return None
+        children = [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()
+                    and (proc_stat(int(entry.name)) or [None, None])[1] == str(supervisor)]
+        return children[0] if children else None
+
+    def crash(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` (SIGKILL: a crash, an out-of-memory kill) to the process ``name``'s
+        supervisor runs, which then starts it again; the pid signalled."""
+        pid = self.supervised_pid(name)
+        if pid is None:
+            raise RuntimeError(f"{name} has no supervised process running")
+        os.kill(pid, sig)
+        return pid
 
     def down(self) -> None:
         """Stop every service in reverse start order, then any other pid file in run/."""

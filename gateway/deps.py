@@ -1,6 +1,7 @@
 """Dependencies shared by the routers, as ``Annotated`` aliases so routes stay short."""
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Annotated
 
@@ -61,10 +62,21 @@ def require_api_key(
         raise Unauthorized("invalid API key")
 
 
+def caller(
+    header_key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> str:
+    """Who is calling, as a digest of the API key they presented (checked by
+    :func:`require_api_key`): what scopes their Idempotency-Keys."""
+    given = header_key or (bearer.credentials if bearer else "")
+    return hashlib.sha256(given.encode()).hexdigest()
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 JobsDep = Annotated[JobStore, Depends(get_jobs)]
 ModelsDep = Annotated[ModelStore, Depends(get_models)]
 DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
 CheckpointsDep = Annotated[CheckpointStore, Depends(get_checkpoints)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+CallerDep = Annotated[str, Depends(caller)]
 Authorized = [Depends(require_api_key)]

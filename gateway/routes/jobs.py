@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Header, Query
 
-from gateway.deps import Authorized, CeleryDep, JobsDep
+from gateway.deps import Authorized, CallerDep, CeleryDep, JobsDep
 from gateway.errors import BROKER_ERRORS
 from ssdstack.errors import BackendUnavailable, ServiceUnavailable
 from ssdstack.jobs.pipeline import JOB_TYPES, JobSpec, send_stage
@@ -16,10 +16,22 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized)
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=255,
+    description="Submitting again with the same key and body returns the job the first submission made (for a "
+                "day); the same key with another body is refused with 409.")]
+
+
 @router.post("", status_code=202, summary="Submit a job (train | pipeline | import | export | convert | evaluate)")
-def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, celery: CeleryDep) -> dict:
+def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, celery: CeleryDep, caller: CallerDep,
+               idempotency_key: IdempotencyKey = None) -> dict:
     job_type = JOB_TYPES[spec.type]
     job = jobs.create(spec.type, spec.model_dump(), job_type.stage_names)
+    if idempotency_key is not None:
+        bound = jobs.bind_idempotency_key(caller, idempotency_key, spec.model_dump(mode="json"), job["id"])
+        if bound != job["id"]:  # a repeat: this record was never sent
+            jobs.discard(job["id"])
+            return jobs.get(bound)
     missing = missing_backend(spec, live_workers(jobs.redis))
     if missing:
         # Queued, it would wait for a worker that never comes (or fail after the stages before).

@@ -15,6 +15,7 @@ worker.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -28,6 +29,9 @@ from ssdstack.errors import Conflict, NotFound
 PREFIX = "ssdstack:job:"
 INDEX = "ssdstack:jobs"
 ACTIVE = "ssdstack:jobs:active"  # ids of jobs not yet terminal: what the reaper sweeps
+# A submission's Idempotency-Key, scoped to its caller -> the job it made and its body's hash.
+IDEMPOTENCY_PREFIX = "ssdstack:idempotency:"
+IDEMPOTENCY_TTL_S = 24 * 3600
 LOG_LINES_KEPT = 500
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -128,6 +132,31 @@ class JobStore:
         pipe.sadd(ACTIVE, job_id)
         pipe.execute()
         return self.get(job_id)
+
+    def bind_idempotency_key(self, scope: str, key: str, body: dict, job_id: str) -> str:
+        """Bind a caller's (``scope``) Idempotency-Key to ``job_id`` and ``body`` for a day;
+        the job the key is bound to: ``job_id`` when this call bound it, or the job of an
+        earlier submission with the same key and body. Raises Conflict when the key was
+        used with another body."""
+        name = IDEMPOTENCY_PREFIX + hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        if self.redis.set(name, json.dumps({"job": job_id, "body": digest}), nx=True, ex=IDEMPOTENCY_TTL_S):
+            return job_id
+        earlier = json.loads(self.redis.get(name) or "null")
+        if earlier is None:  # expired a moment ago: bind it afresh
+            return self.bind_idempotency_key(scope, key, body, job_id)
+        if earlier["body"] != digest:
+            raise Conflict(f"Idempotency-Key {key!r} was used for job {earlier['job']} with another body; "
+                           "use a new key for a new job", details={"job": earlier["job"]})
+        return earlier["job"]
+
+    def discard(self, job_id: str) -> None:
+        """Delete a record no message was ever sent for (a duplicate submission)."""
+        pipe = self.redis.pipeline()
+        pipe.delete(PREFIX + job_id)
+        pipe.zrem(INDEX, job_id)
+        pipe.srem(ACTIVE, job_id)
+        pipe.execute()
 
     def get(self, job_id: str) -> dict:
         raw = self.redis.hgetall(PREFIX + job_id)

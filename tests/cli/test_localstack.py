@@ -105,20 +105,21 @@ def test_services_in_start_order_with_their_commands(tmp_path):
     assert redis_argv[0] == find_redis_server()
     assert redis_argv[1:] == [
         "--port", "6390", "--bind", "127.0.0.1", "--dir", str(work.parent / "redis"),
-        "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+        "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes",
     ]
+    supervised = ["/py", "-m", "cli.supervise", "--", "/py", "-m"]
     assert specs["trainer"].argv == [
-        "/py", "-m", "celery", "-A", "trainer.worker", "worker", "-Q", "train",
+        *supervised, "celery", "-A", "trainer.worker", "worker", "-Q", "train",
         "-n", "trainer@%h", "--pool", "solo", "--loglevel", "INFO",
     ]
-    assert specs["converter"].argv[4:12] == [
+    assert specs["converter"].argv[8:16] == [
         "converter.worker", "worker", "-Q", "convert", "-n", "converter@%h", "--pool", "solo",
     ]
-    assert specs["inferencer"].argv[4:14] == [
+    assert specs["inferencer"].argv[8:18] == [
         "inferencer.worker", "worker", "-Q", "infer", "-n", "inferencer@%h",
         "--pool", "threads", "--concurrency", "3",
     ]
-    assert specs["gateway"].argv == ["/py", "-m", "gateway"]
+    assert specs["gateway"].argv == [*supervised, "gateway"]
     assert all(specs[name].cwd == work for name in ("trainer", "converter", "inferencer"))
     assert all(spec.env is local.env for spec in specs.values())
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from cli.client import ApiError
+from cli.client import ApiError, Client
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +71,23 @@ def test_training_on_a_missing_dataset_fails_with_the_reason(client):
     assert "no-such-data" in job["error"]["message"]
     assert [(s["name"], s["state"]) for s in job["stages"]][:2] == [("train", "failed"), ("export", "pending")]
     assert "from-nothing" not in [m["name"] for m in client.get("/v1/models")["models"]]
+
+
+def test_a_repeated_submission_with_an_idempotency_key_is_the_same_job(client, stack):
+    spec = {"type": "train", "dataset": "no-such-data", "model": "idempotent"}
+    first = client.submit(spec, idempotency_key="retry-after-timeout-1")
+    again = client.submit(dict(spec), idempotency_key="retry-after-timeout-1")
+    assert again["id"] == first["id"]
+    assert [j["id"] for j in client.get("/v1/jobs", limit=500)["jobs"] if j["spec"]["model"] == "idempotent"] == [
+        first["id"]]
+    with pytest.raises(ApiError) as raised:
+        client.submit(dict(spec, epochs=3), idempotency_key="retry-after-timeout-1")
+    assert raised.value.status == 409 and first["id"] in raised.value.body["error"]["message"]
+    other = Client(f"http://127.0.0.1:{stack.gateway_port}", "a-second-api-key")
+    try:  # another caller's key of the same name is theirs
+        assert other.submit(spec, idempotency_key="retry-after-timeout-1")["id"] != first["id"]
+    finally:
+        other.close()
 
 
 def test_a_bad_upload_leaves_nothing(client, stack, tmp_path):
