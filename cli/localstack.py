@@ -5,6 +5,7 @@ Layout under ``var_dir``::
     log/<service>.log   the service's stdout and stderr, appended across runs
     run/<service>.pid   line 1 the pid; line 2 (Linux) the process start time in clock
                         ticks since boot, so that a recycled pid is never taken for ours
+    run/<worker>.alive  the worker's liveness file (SSDSTACK_HEARTBEAT_FILE)
     redis/              Redis's --dir: its append-only file (fsync every second), so jobs
                         and their history outlive ``down`` and ``up``
     store/              the model store (SSDSTACK_STORE_DIR)
@@ -115,7 +116,8 @@ class LocalStack:
         def worker(name: str, queue: str, *pool: str) -> ServiceSpec:
             argv = [*supervised, "celery", "-A", f"{name}.worker", "worker", "-Q", queue,
                     "-n", f"{name}@%h", "--pool", *pool, "--loglevel", "INFO"]
-            return ServiceSpec(name, argv, self.env, self.work_dir)
+            env = dict(self.env, SSDSTACK_HEARTBEAT_FILE=str(self.liveness_path(name)))
+            return ServiceSpec(name, argv, env, self.work_dir)
 
         redis_argv = [
             find_redis_server(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
@@ -132,6 +134,10 @@ class LocalStack:
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
+
+    def liveness_path(self, name: str) -> Path:
+        """The worker's liveness file (SSDSTACK_HEARTBEAT_FILE), as Kubernetes probes read it."""
+        return self.run_dir / f"{name}.alive"
 
     def _pid_path(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"

@@ -47,6 +47,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import kombu.exceptions
 import redis
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
@@ -65,6 +66,38 @@ WORKER_PREFIX = "ssdstack:worker:"
 WORKER_REGISTRY = "ssdstack:workers"
 # Exit status of a worker whose job body did not stop after the watchdog failed its job.
 EXIT_WEDGED = 70
+# Redis (records or broker) out of reach for now.
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
+FIRST_RETRY_S, MAX_RETRY_S = 0.5, 5.0
+
+
+def ride_out(grace_s: float, call: Callable, *args, **kwargs):
+    """``call(*args, **kwargs)``, tried again while Redis cannot be reached, for up to
+    ``grace_s`` seconds; then the last error is raised."""
+    deadline = time.monotonic() + grace_s
+    delay = FIRST_RETRY_S
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except UNREACHABLE as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis out of reach (%s); %s again in %.1f s", error, getattr(call, "__name__", call), delay)
+            time.sleep(delay)
+            delay = min(2 * delay, MAX_RETRY_S)
+
+
+class _RidingOut:
+    """The job store, each call ridden out (:func:`ride_out`): the writes that say where a
+    job stands wait for Redis to come back rather than being lost to an outage."""
+
+    def __init__(self, jobs: JobStore, grace_s: float):
+        self._jobs = jobs
+        self._grace_s = grace_s
+
+    def __getattr__(self, name: str) -> Callable:
+        method = getattr(self._jobs, name)
+        return lambda *args, **kwargs: ride_out(self._grace_s, method, *args, **kwargs)
 
 
 class _Stopped(Exception):
@@ -136,6 +169,8 @@ class WorkerRuntime:
             raise ValueError(f"SSDSTACK_TIME_LIMITS names no job type {unknown}; the types are {sorted(job_types)}")
         self.worker_id = f"{service}@{socket.gethostname()}:{os.getpid()}"
         self.jobs = JobStore.from_url(settings.redis_url, retention_s=settings.job_retention)
+        # What records a job's stages and end: waits out a Redis outage (progress does not).
+        self.steady = _RidingOut(self.jobs, settings.redis_outage_grace)
         self.app: Celery | None = None
         self.route: Route | None = None
         self.runners: dict[str, StageRunner] = {}
@@ -197,6 +232,10 @@ class WorkerRuntime:
                     self.heartbeat_once()
                 except Exception as error:  # a missed beat is logged; the next one tries again
                     log.warning("heartbeat failed: %s", error)
+                self._stop.wait(self.settings.heartbeat_interval)
+
+        def live() -> None:  # its own thread: a Redis call that hangs must not hold it up
+            while not self._stop.is_set():
                 try:
                     self.touch_liveness()
                 except OSError as error:
@@ -210,7 +249,8 @@ class WorkerRuntime:
                 except Exception as error:  # the next sweep tries again
                     log.warning("reaper sweep failed: %s", error)
 
-        self._threads = [threading.Thread(target=beat, name="heartbeat", daemon=True)]
+        self._threads = [threading.Thread(target=beat, name="heartbeat", daemon=True),
+                         threading.Thread(target=live, name="liveness", daemon=True)]
         if self.reaper is not None:
             self._threads.append(threading.Thread(target=sweep, name="reaper", daemon=True))
         for thread in self._threads:
@@ -285,7 +325,7 @@ class WorkerRuntime:
             # After the lease is released, so that the next route's (or, for a stage handed
             # back on shutdown, another) worker can take it at once.
             ctx.progress(stage=f"queued:{job_type.stages[handoff].name}")
-            send_stage(self.app, self.jobs, job_id, job_type, handoff)
+            ride_out(self.settings.redis_outage_grace, send_stage, self.app, self.steady, job_id, job_type, handoff)
 
     def _runnable(self, job_id: str, stage: str | None) -> dict | None:
         """The job record when the message should run, else None (dropped, or the job failed
@@ -346,7 +386,7 @@ class WorkerRuntime:
         finally:
             done.set()
             renewer.join(timeout=5)
-            self.jobs.release_lease(job_id, token)
+            self.steady.release_lease(job_id, token)
 
     def _overdue(self, ctx: RedisJobContext, time_limit: float) -> bool:
         """Fail the job when it is past its time limit or has stalled; whether it was."""
@@ -384,14 +424,14 @@ class WorkerRuntime:
         and run its due stages; the stage to hand on to, or None. Records every outcome."""
         job_id = ctx.job_id
         try:
-            job = self.jobs.get(job_id)
+            job = self.steady.get(job_id)
             start = None if job["state"] in TERMINAL else self._first_due(job_type, job, stage)
             if start is None:
                 return None
             ctx.stage_index = start
             if ctx.cancelled():
                 raise JobCancelled(f"cancelled before {job_type.stages[start].name} started")
-            if not self.jobs.mark_running(job_id, self.worker_id):
+            if not self.steady.mark_running(job_id, self.worker_id):
                 return None
             return self._run_segment(ctx, job_type, job, start)
         except _Stopped:
@@ -410,9 +450,9 @@ class WorkerRuntime:
         back to queued, to be sent again."""
         if not (isinstance(error, JobCancelled) and ctx.interrupted.is_set() and ctx.stage_index is not None):
             return False
-        if self.jobs.cancel_requested(ctx.job_id):
+        if self.steady.cancel_requested(ctx.job_id):
             return False
-        handed = self.jobs.requeue(ctx.job_id, ctx.stage_index, f"{self.worker_id} shut down")
+        handed = self.steady.requeue(ctx.job_id, ctx.stage_index, f"{self.worker_id} shut down")
         if handed:
             ctx.log(f"handed back at stage {job_type.stages[ctx.stage_index].name}: {self.worker_id} is shutting "
                     f"down ({error})")
@@ -420,14 +460,14 @@ class WorkerRuntime:
 
     def _record_failure(self, ctx: RedisJobContext, error: Exception) -> None:
         if isinstance(error, JobCancelled):
-            self.jobs.mark_cancelled(ctx.job_id, str(error))
+            self.steady.mark_cancelled(ctx.job_id, str(error))
             ctx.log(f"cancelled: {error}")
         elif isinstance(error, SsdStackError):
-            self.jobs.fail(ctx.job_id, error.code, error.message, error.details)
+            self.steady.fail(ctx.job_id, error.code, error.message, error.details)
             ctx.log(f"failed: {error.message}")
         else:  # a bug or an unexpected library error: the job fails, the worker lives
             log.error("job %s crashed", ctx.job_id, exc_info=error)
-            self.jobs.fail(ctx.job_id, "internal_error", f"{type(error).__name__}: {error}",
+            self.steady.fail(ctx.job_id, "internal_error", f"{type(error).__name__}: {error}",
                            "".join(traceback.format_exception(error, limit=8)).splitlines()[-12:])
 
     def _first_due(self, job_type: JobType, job: dict, stage: str | None) -> int | None:
@@ -453,8 +493,8 @@ class WorkerRuntime:
         job_id = job["id"]
         spec = job_type.spec.model_validate(job["spec"])
         if job.get("stages") is None:
-            self.jobs.adopt_legacy(job_id, job_type.stage_names, start)
-            job = self.jobs.get(job_id)
+            self.steady.adopt_legacy(job_id, job_type.stage_names, start)
+            job = self.steady.get(job_id)
         outputs, base = recorded_outputs(job_type, job)
         states = [entry["state"] for entry in job["stages"]]
         segment = job_type.segment(start)
@@ -465,20 +505,20 @@ class WorkerRuntime:
             if index > start and ctx.interrupted.is_set():
                 return index  # this worker is shutting down: the next stage goes back to the queue
             self._check_still_ours(ctx)
-            self.jobs.advance_stage(job_id, stage.name, index)
-            if not self.jobs.stage_started(job_id, index):
+            self.steady.advance_stage(job_id, stage.name, index)
+            if not self.steady.stage_started(job_id, index):
                 raise _Stopped
             ctx.stage_index = index
             ctx.progress(stage=stage.name)
             outputs[stage.name] = run_stage(stage, self.runners[stage.name], ctx,
                                             job_type.input_for(index, spec, outputs, base))
             self._check_still_ours(ctx)
-            if not self.jobs.stage_done(job_id, index, outputs[stage.name].model_dump(mode="json"),
+            if not self.steady.stage_done(job_id, index, outputs[stage.name].model_dump(mode="json"),
                                         job_type.result(outputs, base)):
                 raise _Stopped
         if segment.stop < len(job_type.stages):
             return segment.stop
-        self.jobs.succeed(job_id, job_type.result(outputs, base))
+        self.steady.succeed(job_id, job_type.result(outputs, base))
         ctx.log("succeeded")
         return None
 

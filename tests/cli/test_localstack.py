@@ -121,7 +121,9 @@ def test_services_in_start_order_with_their_commands(tmp_path):
     ]
     assert specs["gateway"].argv == [*supervised, "gateway"]
     assert all(specs[name].cwd == work for name in ("trainer", "converter", "inferencer"))
-    assert all(spec.env is local.env for spec in specs.values())
+    assert all(specs[name].env is local.env for name in ("redis", "gateway"))
+    for name in ("trainer", "converter", "inferencer"):
+        assert specs[name].env == dict(local.env, SSDSTACK_HEARTBEAT_FILE=str(work.parent / "run" / f"{name}.alive"))
 
 
 def test_redis_starts_answers_ping_and_stops(stack):

@@ -1,5 +1,5 @@
 """The real stack for integration tests: Redis, three Celery workers and the gateway as
-subprocesses on 127.0.0.1, in a temporary folder, with short timeouts so that crash
+subprocesses on 127.0.0.1, in a temporary folder, with a short lease TTL so that crash
 recovery is observable within a test run. The pipeline job (with a trainer crash in the
 middle) is shared by the test files that read its outcome; no file depends on another
 having run first."""
@@ -11,14 +11,15 @@ from cli.client import Client
 from cli.demo import zip_folder
 from cli.localstack import LocalStack
 from cli.processes import free_port
-from itest import API_KEY, CONFIG, FAST_RECOVERY, MODEL, wait_for
+from itest import API_KEY, CONFIG, FAST_RECOVERY, MODEL, SECOND_API_KEY
+from polling import wait_for
 from ssdstack.datasets.synth import synthesize
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     stack = LocalStack(tmp_path_factory.mktemp("stack"), redis_port=free_port(), gateway_port=free_port(),
-                       api_key=API_KEY, extra_env=FAST_RECOVERY, infer_concurrency=2)
+                       api_key=f"{API_KEY},{SECOND_API_KEY}", extra_env=FAST_RECOVERY, infer_concurrency=2)
     try:
         stack.up(wait_ready=True, timeout=180)
         yield stack

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from cli.client import ApiError, Client
+from itest import SECOND_API_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +84,7 @@ def test_a_repeated_submission_with_an_idempotency_key_is_the_same_job(client, s
     with pytest.raises(ApiError) as raised:
         client.submit(dict(spec, epochs=3), idempotency_key="retry-after-timeout-1")
     assert raised.value.status == 409 and first["id"] in raised.value.body["error"]["message"]
-    other = Client(f"http://127.0.0.1:{stack.gateway_port}", "a-second-api-key")
+    other = Client(f"http://127.0.0.1:{stack.gateway_port}", SECOND_API_KEY)
     try:  # another caller's key of the same name is theirs
         assert other.submit(spec, idempotency_key="retry-after-timeout-1")["id"] != first["id"]
     finally:

@@ -13,7 +13,8 @@ from PIL import Image
 from cli.client import ApiError
 from cli.demo import best_match, held_out_image
 from golden_answers import assert_superset
-from itest import CONFIG, MODEL, wait_for
+from itest import CONFIG, MODEL
+from polling import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from ssdstack.errors import InvalidDataset
 from ssdstack.jobs.context import JobCancelled
 from ssdstack.jobs.pipeline import JobType, stage_in_message
 from ssdstack.settings import WorkerSettings
-from ssdstack.worker import EXIT_WEDGED, WorkerRuntime, live_workers
+from ssdstack.worker import EXIT_WEDGED, WorkerRuntime, live_workers, ride_out
 from toy import ELSEWHERE, HERE, LEGACY_STAGE, TOY, Counted, Doubled, FakeTask, ToySpec
 
 @pytest.fixture
@@ -373,3 +373,21 @@ def test_a_cancel_during_shutdown_is_still_a_cancel(runtime):
     job_id = _job(runtime)
     runtime.run_job(FakeTask(), job_id, None)
     assert runtime.jobs.get(job_id)["state"] == "cancelled" and runtime.jobs.redis.llen(HERE.queue) == 0
+
+
+def test_a_write_that_says_where_a_job_stands_waits_out_a_redis_outage():
+    attempts = []
+
+    def write():
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise redis.ConnectionError("Connection refused")
+        return "written"
+
+    assert ride_out(10, write) == "written" and len(attempts) == 3
+
+    def down():
+        raise redis.ConnectionError("still down")
+
+    with pytest.raises(redis.ConnectionError, match="still down"):
+        ride_out(0.1, down)

@@ -1,0 +1,178 @@
+"""Faults injected into the real stack: each scenario asserts the mechanism that recovered
+(the stage handed back, the reaper's re-send, the resume from a checkpoint, one version
+published) and records how long it took in ``var/fault-times.json``; none asserts a time."""
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+from cli.client import Client
+from cli.localstack import LocalStack
+from cli.processes import free_port, pid_alive
+from faults import API_KEY, DETECT_TIMEOUT_S, MODEL, job_or_none, log_has
+from polling import wait_for
+from ssdstack.jobs.pipeline import JOB_TYPES
+from ssdstack.jobs.records import JobStore
+
+pytestmark = pytest.mark.slow
+
+
+def _finished(client: Client, job_id: str, timeout: float) -> dict:
+    return wait_for(lambda: (job := job_or_none(client, job_id)) and job["state"] in (
+        "succeeded", "failed", "cancelled") and job, timeout, f"job {job_id} to finish")
+
+
+def _jobs(stack: LocalStack) -> JobStore:
+    return JobStore.from_url(f"redis://127.0.0.1:{stack.redis_port}/0")
+
+
+# -- one pipeline through three faults (tests/faults/conftest.py) ---------------------------
+
+def test_the_pipeline_survives_its_faults_and_publishes_one_version(pipeline, client):
+    job = pipeline.final
+    assert job["state"] == "succeeded", job["error"]
+    assert [s["state"] for s in job["stages"]] == ["succeeded"] * 5
+    versions = client.get(f"/v1/models/{MODEL}/versions")["versions"]
+    assert [v["version"] for v in versions if v["lineage"]["job_id"] == job["id"]] == [job["result"]["version"]]
+    assert job["result"]["deployed"]["version"] == job["result"]["version"]
+
+
+def test_sigterm_hands_the_stage_back_after_checkpointing_the_step_it_reached(pipeline, client):
+    assert pipeline.handed_back and not pid_alive(pipeline.stopped_pid)
+    lines = client.get(f"/v1/jobs/{pipeline.job_id}/logs")["lines"]
+    checkpoint = next(line for line in lines if "on stopping" in line)
+    step = int(checkpoint.split("checkpoint at step ")[1].split()[0])
+    assert step >= 3
+    assert any(f"resuming from epoch-0000_{step:05d}.ckpt after epoch 0, step {step} of the next" in line
+               for line in lines)
+    assert pipeline.final["worker_losses"] == 1  # the SIGTERM is no lost worker; the kill -9 is
+
+
+def test_a_killed_trainer_is_reaped_and_its_job_resumes_from_its_checkpoint(pipeline, client):
+    lines = client.get(f"/v1/jobs/{pipeline.job_id}/logs")["lines"]
+    [reaped] = [line for line in lines if "reaper: stage train sent again" in line]
+    assert f":{pipeline.killed_pid})" in reaped and "attempt 2 of 3" in reaped
+    training = pipeline.final["result"]["training"]
+    assert (training["resumed_from_epoch"], training["resumed_from_step"]) == (2, 0)
+
+
+def test_a_redis_outage_past_the_liveness_window_restarts_no_worker(pipeline):
+    assert pipeline.liveness_failures == []
+    assert pipeline.pids_after_outage == pipeline.pids_before_outage
+    assert None not in pipeline.pids_before_outage.values()
+
+
+# -- scenarios on the trained model ---------------------------------------------------------
+
+def test_a_job_whose_message_was_lost_is_sent_by_the_reaper(pipeline, stack, client, times):
+    version = pipeline.final["result"]["version"]
+    spec = {"type": "evaluate", "model": MODEL, "version": version, "dataset": None, "split": "val"}
+    started = time.monotonic()
+    job_id = _jobs(stack).create("evaluate", spec, JOB_TYPES["evaluate"].stage_names)["id"]  # no message sent
+    job = _finished(client, job_id, 300)
+    times["lost_message_to_evaluated_s"] = round(time.monotonic() - started, 1)
+    assert job["state"] == "succeeded", job["error"]
+    assert log_has(client, job_id, "its message was lost before a worker took it")
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(pipeline, stack, client, dataset, times):
+    job_id = client.submit({"type": "train", "dataset": dataset, "model": "poison", "epochs": 200,
+                            "batch_size": 8})["id"]
+    killed = []
+    started = time.monotonic()
+    for _ in range(3):  # SSDSTACK_MAX_ATTEMPTS: each time the job runs, its worker dies (as an OOM kill would)
+        wait_for(lambda: (job := job_or_none(client, job_id)) and job["state"] == "running"
+                 and job["stages"][0]["state"] == "running" and job["worker_losses"] == len(killed)
+                 and (job["progress"].get("step") or 0) >= 1, 300, "the job to run again")
+        killed.append(stack.crash("trainer"))
+    job = _finished(client, job_id, 300)
+    times["poison_job_three_kills_to_failed_s"] = round(time.monotonic() - started, 1)
+    assert job["state"] == "failed" and job["error"]["code"] == "worker_lost", job["error"]
+    assert "took its worker down 3 times" in job["error"]["message"]
+    assert job["worker_losses"] == 3 and len(set(killed)) == 3
+    wait_for(lambda: stack.supervised_pid("trainer"), 120, "the trainer to be restarted")
+
+
+def test_cancelling_a_job_whose_worker_is_gone_ends_it(pipeline, stack, client, dataset, times):
+    job_id = client.submit({"type": "train", "dataset": dataset, "model": "orphan", "epochs": 200,
+                            "batch_size": 8})["id"]
+    wait_for(lambda: (job_or_none(client, job_id) or {}).get("state") == "running", 300, "the job to run")
+    stack.kill("trainer")  # worker and supervisor: nothing will run the job again
+    started = time.monotonic()
+    client.cancel(job_id)
+    job = _finished(client, job_id, 120)
+    times["orphan_cancel_to_cancelled_s"] = round(time.monotonic() - started, 1)
+    assert job["state"] == "cancelled" and "no live worker" in job["error"]["message"]
+    stack.start("trainer")
+
+
+def test_detect_under_load_answers_every_request_while_the_inferencer_is_killed(pipeline, stack, times):
+    buffer = io.BytesIO()
+    Image.new("RGB", (96, 72), (120, 40, 200)).save(buffer, "JPEG")
+    image = buffer.getvalue()
+    outcomes: list[tuple[int, float, str]] = []
+    killed = threading.Event()
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{stack.gateway_port}", headers={"X-API-Key": API_KEY},
+                          timeout=DETECT_TIMEOUT_S + 20) as http:
+            for _ in range(200):  # bounded in count, and by the stop below
+                if stop.is_set():
+                    return
+                began = time.monotonic()
+                response = http.post("/v1/detect", files={"file": ("a.jpg", image)})
+                message = "" if response.status_code == 200 else response.json()["error"]["message"]
+                outcomes.append((response.status_code, time.monotonic() - began, message))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: sum(code == 200 for code, _, _ in outcomes) >= 8, 60, "detections before the kill")
+        before = len(outcomes)
+        old = stack.crash("inferencer")
+        killed.set()
+        started = time.monotonic()
+        wait_for(lambda: (pid := stack.supervised_pid("inferencer")) and pid != old
+                 and sum(code == 200 for code, _, _ in outcomes[before:]) >= 8, 180,
+                 "detections from the restarted inferencer")
+        times["inferencer_kill9_to_serving_again_s"] = round(time.monotonic() - started, 1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=DETECT_TIMEOUT_S + 30)
+    assert not any(thread.is_alive() for thread in threads), "a detect request hung"
+    failures = [(code, message) for code, _, message in outcomes if code != 200]
+    assert all(code in (503, 504) and message for code, message in failures), failures
+    assert max(seconds for _, seconds, _ in outcomes) <= DETECT_TIMEOUT_S + 5
+    times["detect_requests_failed_during_inferencer_kill"] = len(failures)
+
+
+def test_a_lost_message_is_sent_again_at_full_default_timings(pipeline, stack, tmp_path, times):
+    """Heartbeat 5 s, lease TTL 30 s, visibility timeout 6 h: the reaper's bound is 2 x TTL."""
+    defaults = LocalStack(tmp_path / "defaults", redis_port=free_port(), gateway_port=free_port(), api_key=API_KEY,
+                          extra_env={"SSDSTACK_INFER_BACKEND": "onnxruntime"})
+    shutil.copytree(stack.store_dir / "models", defaults.store_dir / "models")
+    try:
+        defaults.start("redis")
+        defaults.wait_redis()
+        defaults.start("converter")
+        version = pipeline.final["result"]["version"]
+        spec = {"type": "convert", "model": MODEL, "version": version, "backend": "onnxruntime"}
+        jobs = _jobs(defaults)
+        started = time.monotonic()
+        job_id = jobs.create("convert", spec, JOB_TYPES["convert"].stage_names)["id"]  # the gateway died here
+        job = wait_for(lambda: (job := jobs.get(job_id))["state"] in ("succeeded", "failed") and job, 240,
+                       "the lost convert job to be sent and run")
+        times["default_timings_lost_message_to_converted_s"] = round(time.monotonic() - started, 1)
+        assert job["state"] == "succeeded", job["error"]
+        assert any("its message was lost" in line for line in jobs.logs(job_id))
+    finally:
+        defaults.down()
