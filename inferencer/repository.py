@@ -1,20 +1,28 @@
-"""Which detector serves a model name: the deployed version, reloaded when deployment changes."""
+"""Which detector serves a model name: the deployed version, loaded before it is switched to."""
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
 from inferencer.backends import select_engine
 from inferencer.detector import Detector
 from ssdstack.errors import InvalidInput, NoDeployedModel
 from ssdstack.model_store import ModelStore
 
+log = logging.getLogger(__name__)
+# Seconds before a version that failed to load is tried again (a new deployment is tried at once).
+RETRY_FAILED_LOAD_S = 60.0
+
 
 class ModelRepository:
     """Maps model names to loaded :class:`Detector` s of their deployed versions.
 
     Every :meth:`get` reads the store's ``deployed`` record (a small json file), so a new
-    deployment is served from the next request on, without a restart. A replaced detector
-    is not closed: requests already holding it finish on the old version.
+    deployment is served without a restart. The new version is loaded first; requests go
+    on to the old one meanwhile, and keep going to it when the load fails (tried again
+    after RETRY_FAILED_LOAD_S, and :meth:`status` says so). A replaced detector is not
+    closed: requests already holding it finish on the old version.
     """
 
     def __init__(self, store: ModelStore, engine_name: str, engine_options: dict[str, dict] | None = None):
@@ -25,6 +33,7 @@ class ModelRepository:
         self.engine_options = dict(engine_options or {})
         select_engine(engine_name, self.engine_options)  # fail at start-up, not on the first request
         self._detectors: dict[str, Detector] = {}
+        self._failed: dict[str, dict] = {}  # name -> {"version", "error", "at"} of its last failed load
         self._load_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -38,20 +47,51 @@ class ModelRepository:
             name = self._only_deployed()
         version = self._deployed_version(name)
         detector = self._detectors.get(name)
-        if detector is not None and detector.version == version:
+        if detector is not None and (detector.version == version or self._failed_lately(name, version)):
             return detector
-        with self._lock(name):
+        lock = self._lock(name)
+        if not lock.acquire(blocking=detector is None):
+            return detector  # another request is loading the new version: this one is served by the old
+        try:
             # Read the record again: a thread that waited here may hold an older one.
             version = self._deployed_version(name)
             detector = self._detectors.get(name)
             if detector is None or detector.version != version:
-                detector = self._load(name, version)
-                self._detectors[name] = detector
+                detector = self._switch(name, version, detector)
             return detector
+        finally:
+            lock.release()
+
+    def _switch(self, name: str, version: int, serving: Detector | None) -> Detector:
+        """Load ``version`` and serve it from now on; on failure, go on serving ``serving``
+        (raise when there is none)."""
+        try:
+            loaded = self._load(name, version)
+        except Exception as error:  # any engine failure: the old version keeps serving
+            self._failed[name] = {"version": version, "error": f"{type(error).__name__}: {error}", "at": time.time()}
+            if serving is None:
+                raise
+            log.error("model %s version %s failed to load; still serving version %s: %s", name, version,
+                      serving.version, error)
+            return serving
+        self._failed.pop(name, None)
+        self._detectors[name] = loaded
+        return loaded
+
+    def _failed_lately(self, name: str, version: int) -> bool:
+        failed = self._failed.get(name)
+        return (failed is not None and failed["version"] == version
+                and time.time() - failed["at"] < RETRY_FAILED_LOAD_S)
 
     def loaded(self) -> dict[str, int]:
         """``{name: version}`` of the detectors loaded now."""
         return {name: detector.version for name, detector in list(self._detectors.items())}
+
+    def status(self) -> dict[str, dict]:
+        """Per model loaded or tried: the version served, and the last failed load if any."""
+        names = set(self._detectors) | set(self._failed)
+        return {name: {"serving": self._detectors[name].version if name in self._detectors else None,
+                       "load_failed": self._failed.get(name)} for name in sorted(names)}
 
     def _only_deployed(self) -> str:
         names = self.store.deployed_models()

@@ -10,7 +10,7 @@ from inferencer.backends import engine_options
 from inferencer.evaluate import evaluate_served
 from inferencer.repository import ModelRepository
 from ssdstack.detect_protocol import DETECT_TASK, REPLY_TTL_S, DetectAnswer, DetectError, encode_reply, read_request
-from ssdstack.errors import SsdStackError
+from ssdstack.errors import PreconditionFailed, SsdStackError
 from ssdstack.evaluation import check_map_drop
 from ssdstack.jobs.context import JobContext
 from ssdstack.jobs.pipeline import EVALUATOR
@@ -38,7 +38,11 @@ def stage_runners(settings: WorkerSettings) -> dict:
         if not data.deploy:
             ctx.log(f"{data.model} version {data.version} passed the deploy gate; not deployed (deploy: false)")
             return Deployed(deployed=None)
-        record = store.deploy(data.model, data.version)
+        try:
+            record = store.deploy(data.model, data.version, if_match=data.deploy_if_match, by=f"job {ctx.job_id}")
+        except PreconditionFailed as changed:  # a deploy made since the job was submitted is kept
+            ctx.log(f"not deployed: {changed.message}")
+            return Deployed(deployed=None, skipped=changed.message)
         ctx.log(f"deployed {data.model} version {data.version}")
         return Deployed(deployed=record)
 

@@ -22,7 +22,7 @@ def backends() -> dict:
 settings = worker_settings()
 app = create_app(settings, "inferencer")
 app.conf.worker_concurrency = settings.infer_concurrency
-runtime = WorkerRuntime("inferencer", [INFER_QUEUE], settings, backends)
-runtime.install()
 repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend, engine_options(settings))
+runtime = WorkerRuntime("inferencer", [INFER_QUEUE], settings, backends, serving=repository.status)
+runtime.install()
 tasks.register(app, runtime, repository)

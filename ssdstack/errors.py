@@ -57,6 +57,13 @@ class Conflict(SsdStackError):
     code = "conflict"
 
 
+class PreconditionFailed(SsdStackError):
+    """A conditional write (If-Match) found another state than the one it was made for."""
+
+    status = 412
+    code = "precondition_failed"
+
+
 class NoDeployedModel(Conflict):
     code = "no_deployed_model"
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ssdstack.errors import Conflict, InvalidInput, NotFound
+from ssdstack.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MANIFEST = "manifest.json"
@@ -60,6 +60,26 @@ def write_json_atomic(path: Path, data: dict) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
+
+
+def servable(manifest: dict) -> tuple[list[str], dict[str, str]]:
+    """``(backends fit to serve, {backend: why not} for the others)`` of a manifest's
+    serving artefacts. A check that failed refuses an artefact; an ONNX Runtime artefact
+    (FP32, checkable on any machine) must have passed its check. An ATC artefact records
+    ``check.passed = null`` (it is checked on the NPU, by the evaluate stage), which is
+    fit. A version converted before checks were recorded has none, and is not refused for
+    it: the inferencer loads it before switching to it."""
+    fit, refused = [], {}
+    for backend, entry in sorted(manifest.get("serving", {}).items()):
+        check = entry.get("check")
+        passed = None if check is None else check.get("passed")
+        if passed is False:
+            refused[backend] = "its check against the reference outputs failed"
+        elif check is not None and entry.get("artefact") == SERVING_ONNXRUNTIME and passed is not True:
+            refused[backend] = "its check against the reference outputs has not passed"
+        else:
+            fit.append(backend)
+    return fit, refused
 
 
 def remove_stale_scratch(store_dir: Path, max_age_s: float = 24 * 3600) -> list[str]:
@@ -254,14 +274,41 @@ class ModelStore:
         return result
 
     # -- deployment ------------------------------------------------------------
-    def deploy(self, name: str, version: int) -> dict:
-        """Point ``name``'s inferencers at ``version``, which must have passed a conversion."""
+    def deploy(self, name: str, version: int, if_match: int | None = None, by: str = "api") -> dict:
+        """Point ``name``'s inferencers at ``version``; the deployment record.
+
+        The version must have a serving artefact fit to serve (:func:`servable`). With
+        ``if_match``, only while that version is the deployed one (0: while none is),
+        checked and written under a lock shared by every process on the store; otherwise
+        PreconditionFailed. ``by`` says who deployed (the API, or a pipeline job).
+        """
         manifest = self.manifest(name, version)
         if not manifest.get("serving"):
             raise Conflict(f"model {name!r} version {version} has no converted artefact yet: convert it first")
-        record = {"version": int(version), "backends": sorted(manifest["serving"]), "deployed_at": utc_now()}
-        write_json_atomic(self.models_dir / name / "deployed", record)
+        fit, refused = servable(manifest)
+        if not fit:
+            raise Conflict(f"model {name!r} version {version} has no serving artefact fit to serve: "
+                           + "; ".join(f"{backend}: {why}" for backend, why in refused.items()), details=refused)
+        with self._deploy_lock(name):
+            current = self.deployed_version(name)
+            if if_match is not None and (current or 0) != if_match:
+                raise PreconditionFailed(
+                    f"model {name!r} has {f'version {current}' if current else 'no version'} deployed, not "
+                    f"{if_match or 'none'} as the request expects (If-Match); nothing was changed",
+                    details={"deployed": current})
+            record = {"version": int(version), "backends": sorted(fit), "deployed_at": utc_now(),
+                      "previous": current, "by": by}
+            write_json_atomic(self.models_dir / name / "deployed", record)
         return record
+
+    @contextlib.contextmanager
+    def _deploy_lock(self, name: str) -> Iterator[None]:
+        with open(self.models_dir / check_name(name) / ".deploy.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def deployed(self, name: str) -> dict | None:
         path = self.models_dir / check_name(name) / "deployed"

@@ -152,17 +152,19 @@ class WorkerRuntime:
 
     ``backends`` returns, per queue, the backends the service knows as
     :func:`ssdstack.backends.describe` gives them; ``notes`` are extra fields of the
-    heartbeat's ``backends`` (the trainer's configured device).
+    heartbeat's ``backends`` (the trainer's configured device); ``serving`` returns what
+    an inferencer serves (per model, the version, and a failed load), for the heartbeat.
     """
 
     def __init__(self, service: str, queues: list[str], settings: WorkerSettings,
                  backends: Callable[[], dict[str, list[dict]]], notes: Mapping[str, object] | None = None,
-                 job_types: Mapping[str, JobType] = JOB_TYPES):
+                 job_types: Mapping[str, JobType] = JOB_TYPES, serving: Callable[[], dict] | None = None):
         self.service = service
         self.queues = queues
         self.settings = settings
         self.backends = backends
         self.notes = dict(notes or {})
+        self.serving = serving
         self.job_types = job_types
         unknown = sorted(set(settings.time_limits) - set(job_types))
         if unknown:
@@ -209,6 +211,8 @@ class WorkerRuntime:
         record = {"worker_id": self.worker_id, "service": self.service, "queues": self.queues,
                   "backends": dict(usable, **self.notes), "backend_details": details, "time": now,
                   "pid": os.getpid(), "host": socket.gethostname()}
+        if self.serving is not None:
+            record["serving"] = self.serving()
         pipe = self.jobs.redis.pipeline()
         pipe.set(WORKER_PREFIX + self.worker_id, json.dumps(record), px=int(self.settings.heartbeat_ttl * 1000))
         pipe.zadd(WORKER_REGISTRY, {self.worker_id: now})

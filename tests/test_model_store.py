@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ssdstack.errors import Conflict, InvalidInput, NotFound
+from ssdstack.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from ssdstack.model_store import ModelStore, remove_older_than, remove_stale_scratch, sha256_file
 
 
@@ -83,6 +83,49 @@ def test_deploy_needs_a_converted_version(tmp_path):
     assert record["version"] == 1 and record["backends"] == ["onnxruntime"]
     assert store.deployed_version("m") == 1 and store.deployed_models() == ["m"]
     assert store.models() == [{"name": "m", "versions": [1], "latest": 1, "deployed": 1}]
+
+
+def _serve(store: ModelStore, version: int, backend: str = "onnxruntime", artefact: str = "serving_onnxruntime",
+           **check) -> None:
+    """Record a serving artefact as a converter backend does (``check``: its check's fields)."""
+    entry = {"artefact": artefact, **({"check": check} if check else {})}
+    store.update_manifest("m", version, lambda m: m["serving"].update({backend: entry}))
+
+
+def test_deploy_if_match_replaces_only_the_version_it_was_made_for(tmp_path):
+    store = ModelStore(tmp_path)
+    for version in (1, 2, 3):
+        _publish(store)
+        _serve(store, version, passed=True)
+    assert store.deploy("m", 1, if_match=0)["previous"] is None  # 0: only while none is deployed
+    with pytest.raises(PreconditionFailed, match="has version 1 deployed, not 2") as refused:
+        store.deploy("m", 2, if_match=2)
+    assert refused.value.details == {"deployed": 1} and store.deployed_version("m") == 1
+    record = store.deploy("m", 3, if_match=1, by="job j1")
+    assert (record["version"], record["previous"], record["by"]) == (3, 1, "job j1")
+    assert store.deploy("m", 2)["previous"] == 3  # no If-Match: unconditional
+
+
+def test_deploy_refuses_an_artefact_whose_check_did_not_pass(tmp_path):
+    store = ModelStore(tmp_path)
+    _publish(store)
+    _serve(store, 1, passed=False, max_abs_diff_boxes=0.3)
+    with pytest.raises(Conflict, match="onnxruntime: its check against the reference outputs failed"):
+        store.deploy("m", 1)
+    _serve(store, 1, passed=None, reason="not run")  # an FP32 ONNX Runtime artefact must pass
+    with pytest.raises(Conflict, match="has not passed"):
+        store.deploy("m", 1)
+    assert store.deployed("m") is None
+
+
+def test_deploy_takes_an_npu_artefact_checked_on_the_npu_and_an_old_unchecked_one(tmp_path):
+    store = ModelStore(tmp_path)
+    _publish(store)
+    _serve(store, 1, backend="atc", artefact="serving_om", passed=None, reason="checked on the NPU")
+    assert store.deploy("m", 1)["backends"] == ["atc"]
+    _publish(store)
+    _serve(store, 2)  # converted before checks were recorded: no check field at all
+    assert store.deploy("m", 2)["backends"] == ["onnxruntime"]
 
 
 @pytest.mark.parametrize("name", ["", "../x", "Upper", "a/b", "-lead", "x" * 64])

@@ -61,4 +61,9 @@ def metrics(jobs: JobsDep) -> str:
     lines += ["# HELP ssdstack_live_workers Workers with a live heartbeat, per queue.",
               "# TYPE ssdstack_live_workers gauge"]
     lines += [f'ssdstack_live_workers{{queue="{q}"}} {sum(q in w["queues"] for w in workers)}' for q in QUEUES]
+    lines += ["# HELP ssdstack_model_load_failed 1 while an inferencer keeps serving an older version of a model "
+              "because its deployed version failed to load.", "# TYPE ssdstack_model_load_failed gauge"]
+    lines += [f'ssdstack_model_load_failed{{worker="{w["worker_id"]}",model="{model}"}} '
+              f'{int(state.get("load_failed") is not None)}'
+              for w in workers for model, state in sorted(w.get("serving", {}).items())]
     return "\n".join(lines) + "\n"

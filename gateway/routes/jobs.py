@@ -5,8 +5,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, Query
 
-from gateway.deps import Authorized, CallerDep, CeleryDep, JobsDep
+from gateway.deps import Authorized, CallerDep, CeleryDep, JobsDep, ModelsDep
 from gateway.errors import BROKER_ERRORS
+from gateway.heartbeats import backend_entries, described
 from ssdstack.errors import BackendUnavailable, ServiceUnavailable
 from ssdstack.jobs.pipeline import JOB_TYPES, JobSpec, send_stage
 from ssdstack.worker import live_workers
@@ -23,12 +24,15 @@ IdempotencyKey = Annotated[str | None, Header(
 
 
 @router.post("", status_code=202, summary="Submit a job (train | pipeline | import | export | convert | evaluate)")
-def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, celery: CeleryDep, caller: CallerDep,
-               idempotency_key: IdempotencyKey = None) -> dict:
+def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, models: ModelsDep, celery: CeleryDep,
+               caller: CallerDep, idempotency_key: IdempotencyKey = None) -> dict:
     job_type = JOB_TYPES[spec.type]
+    body = spec.model_dump(mode="json")
+    if spec.type == "pipeline" and spec.deploy and spec.deploy_if_match is None:
+        spec = spec.model_copy(update={"deploy_if_match": models.deployed_version(spec.model) or 0})
     job = jobs.create(spec.type, spec.model_dump(), job_type.stage_names)
     if idempotency_key is not None:
-        bound = jobs.bind_idempotency_key(caller, idempotency_key, spec.model_dump(mode="json"), job["id"])
+        bound = jobs.bind_idempotency_key(caller, idempotency_key, body, job["id"])
         if bound != job["id"]:  # a repeat: this record was never sent
             jobs.discard(job["id"])
             return jobs.get(bound)
@@ -61,34 +65,21 @@ def missing_backend(spec, workers: list[dict]) -> str:
     if backend == "auto":
         return ""
     missing = _lacking(workers, "convert", "converter", lambda entry: entry["name"] == backend, backend)
-    artefacts = {entry["artefact"] for entry in _details(workers, "convert") if entry["name"] == backend} - {None}
+    artefacts = {entry["artefact"] for entry in backend_entries(workers, "convert") if entry["name"] == backend} - {None}
     if missing or spec.type != "pipeline" or not artefacts:
         return missing
-    engines = sorted({entry["name"] for entry in _details(workers, "infer") if entry["artefact"] in artefacts})
+    engines = sorted({entry["name"] for entry in backend_entries(workers, "infer") if entry["artefact"] in artefacts})
     return _lacking(workers, "infer", "inferencer", lambda entry: entry["artefact"] in artefacts,
                     " or ".join(engines) or f"one serving {backend}'s artefact")
 
 
-def _details(workers: list[dict], queue: str) -> list[dict]:
-    """Every backend the workers on ``queue`` describe; a worker of the previous release,
-    whose heartbeat names its usable backends only, as entries without artefact or hint."""
-    return [entry for w in workers if queue in w["queues"] for entry in _described(w, queue)]
-
-
-def _described(worker: dict, queue: str) -> list[dict]:
-    if "backend_details" in worker:
-        return worker["backend_details"].get(queue, [])
-    return [{"name": name, "usable": True, "artefact": None, "install_hint": ""}
-            for name in worker.get("backends", {}).get(queue, [])]
-
-
 def _lacking(workers: list[dict], queue: str, service: str, wanted, name: str) -> str:
     lacking = [w for w in workers if queue in w["queues"]
-               and not any(wanted(entry) and entry["usable"] for entry in _described(w, queue))]
+               and not any(wanted(entry) and entry["usable"] for entry in described(w, queue))]
     if not lacking:
         return ""
     have = "; ".join(f"{w['worker_id']}: {', '.join(w.get('backends', {}).get(queue, [])) or 'none'}" for w in lacking)
-    hints = sorted({entry["install_hint"] for entry in _details(workers, queue)
+    hints = sorted({entry["install_hint"] for entry in backend_entries(workers, queue)
                     if wanted(entry) and entry["install_hint"]})
     return (f"live {service}s without the {name!r} backend take {queue!r} tasks too ({have}); every "
             f"{service} on the queue needs it: {'; '.join(hints) or 'no worker knows how to install it'}")

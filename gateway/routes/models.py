@@ -1,9 +1,15 @@
 """``/v1/models``: models, their versions (manifests) and deployment."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Path
+from typing import Annotated
 
-from gateway.deps import Authorized, ModelsDep
+from fastapi import APIRouter, Header, Path
+
+from gateway.deps import Authorized, JobsDep, ModelsDep
+from gateway.heartbeats import missing_engine
+from ssdstack.errors import Conflict, InvalidInput
+from ssdstack.model_store import servable
+from ssdstack.worker import live_workers
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=Authorized)
 Version = Path(ge=1)
@@ -24,6 +30,27 @@ def get_version(name: str, models: ModelsDep, version: int = Version) -> dict:
     return models.manifest(name, version)
 
 
+IfMatch = Annotated[str | None, Header(
+    alias="If-Match", description="Deploy only while this version is the deployed one (0: while none is); "
+                                  "otherwise 412 and nothing changes")]
+
+
 @router.post("/{name}/versions/{version}/deploy", summary="Serve this version; inferencers switch without restart")
-def deploy_version(name: str, models: ModelsDep, version: int = Version) -> dict:
-    return dict(models.deploy(name, version), name=name)
+def deploy_version(name: str, models: ModelsDep, jobs: JobsDep, version: int = Version,
+                   if_match: IfMatch = None) -> dict:
+    expected = _version_tag(if_match)
+    manifest = models.manifest(name, version)
+    missing = missing_engine(manifest, servable(manifest)[0], live_workers(jobs.redis))
+    if missing:
+        raise Conflict(missing)
+    return dict(models.deploy(name, version, if_match=expected, by="api"), name=name)
+
+
+def _version_tag(value: str | None) -> int | None:
+    """The version an If-Match header names (``3`` or ``"3"``; ``0``: none deployed)."""
+    if value is None:
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise InvalidInput(f"If-Match must be the deployed version number (0: none deployed), not {value!r}")
+    return int(tag)

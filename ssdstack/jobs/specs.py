@@ -149,4 +149,8 @@ class PipelineSpec(TrainSpec):
     atc: AtcOptions = Field(default_factory=AtcOptions)
     max_map_drop: float = Field(default=0.01, ge=0, le=1, description="largest allowed AP drop, served vs trained")
     deploy: bool = True
+    deploy_if_match: int | None = Field(
+        default=None, ge=0, description="deploy only while this version is the deployed one (0: while none is); "
+                                        "default: the one deployed when the job is submitted, so that a deploy "
+                                        "made meanwhile is kept")
 

@@ -134,13 +134,17 @@ class DeployInput(VersionRef):
     metrics: dict[str, dict[str, float]]
     max_map_drop: float = Field(default=0.01, ge=0, le=1)
     deploy: bool = True
+    deploy_if_match: int | None = Field(default=None, ge=0)
 
 
 class Deployed(StageOutput):
     """The version passed the deploy gate; ``deployed`` is the store's record, None when the
-    spec asked not to deploy."""
+    spec asked not to deploy or (``skipped`` says why) another version was deployed meanwhile."""
 
     deployed: dict[str, Any] | None
+    skipped: str | None = None
 
     def result(self) -> dict[str, Any]:
+        if self.skipped is not None:
+            return {"deploy_skipped": self.skipped}
         return {"deployed": self.deployed} if self.deployed is not None else {}

@@ -6,7 +6,7 @@ import pytest
 
 from converter.service import convert_version
 from inferencer.repository import ModelRepository
-from ssdstack.errors import InvalidInput, NoDeployedModel, NotFound
+from ssdstack.errors import InvalidInput, NoDeployedModel, NotFound, ServiceUnavailable
 from ssdstack.jobs.context import LocalContext
 from ssdstack.model_store import ModelStore
 
@@ -62,3 +62,24 @@ def test_unnamed_request_with_several_deployed_models(store, publish_model):
     with pytest.raises(InvalidInput, match="demo, other"):
         repository.get(None)
     assert repository.get("other").name == "other"
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(store, monkeypatch):
+    store.deploy("demo", 1)
+    repository = ModelRepository(store, "onnxruntime")
+    assert repository.get("demo").version == 1
+    artefact = store.manifest("demo", 2)["artefacts"]["serving_onnxruntime"]["file"]
+    (store.version_dir("demo", 2) / artefact).write_bytes(b"not an ONNX model")  # corrupted on the volume
+    store.deploy("demo", 2)
+
+    served = repository.get("demo")
+    assert served.version == 1
+    assert served.detect_array(np.zeros((50, 70, 3), np.uint8))["version"] == 1
+    status = repository.status()["demo"]
+    assert status["serving"] == 1 and status["load_failed"]["version"] == 2
+    loads = []
+    monkeypatch.setattr(repository, "_load", lambda *args: loads.append(args))
+    assert repository.get("demo").version == 1 and loads == []  # not tried again on every request
+
+    with pytest.raises(ServiceUnavailable, match="does not match its sha256"):
+        ModelRepository(store, "onnxruntime").get("demo")  # nothing older to serve: the error is the answer

@@ -391,3 +391,10 @@ def test_a_write_that_says_where_a_job_stands_waits_out_a_redis_outage():
 
     with pytest.raises(redis.ConnectionError, match="still down"):
         ride_out(0.1, down)
+
+
+def test_an_inferencers_heartbeat_says_what_it_serves(runtime):
+    runtime.serving = lambda: {"demo": {"serving": 1, "load_failed": {"version": 2, "error": "bad file", "at": 0}}}
+    runtime.heartbeat_once()
+    [worker] = live_workers(runtime.jobs.redis)
+    assert worker["serving"]["demo"]["load_failed"]["version"] == 2
