@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from ssdstack.durable import no_space
 from ssdstack.errors import SsdStackError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(kombu.exceptions.OperationalError)
     async def broker_down(_: Request, error: Exception) -> JSONResponse:
         return error_response(503, "service_unavailable", f"Redis is unreachable: {error}")
+
+    @app.exception_handler(OSError)
+    async def storage_error(request: Request, error: OSError) -> JSONResponse:
+        if no_space(error):
+            return error_response(507, "insufficient_storage", f"the store has no space left ({error.strerror}); "
+                                  "nothing of this request was kept: free space or grow the volume, then retry")
+        return await unexpected(request, error)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:

@@ -47,7 +47,10 @@ class ModelRepository:
             name = self._only_deployed()
         version = self._deployed_version(name)
         detector = self._detectors.get(name)
-        if detector is not None and (detector.version == version or self._failed_lately(name, version)):
+        if detector is not None and detector.version == version:
+            self._failed.pop(name, None)  # deployed back to what is served: no failed load stands
+            return detector
+        if detector is not None and self._failed_lately(name, version):
             return detector
         lock = self._lock(name)
         if not lock.acquire(blocking=detector is None):

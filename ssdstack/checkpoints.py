@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
+from ssdstack.durable import sync_dir, sync_file
 from ssdstack.errors import Conflict, InvalidInput, NotFound
 from ssdstack.model_store import sha256_file
 
@@ -49,11 +50,13 @@ class CheckpointStore:
                     out.write(chunk)
             if partial.stat().st_size == 0:
                 raise InvalidInput("the checkpoint upload is empty")
+            sync_file(partial)
             # link() fails if another upload took the name meanwhile; rename would replace it.
             try:
                 os.link(partial, path)
             except FileExistsError:
                 raise Conflict(f"checkpoint {name!r} exists; upload under another name") from None
+            sync_dir(self.folder)
         finally:
             partial.unlink(missing_ok=True)
         return dict(self.describe(name), sha256=sha256_file(path))

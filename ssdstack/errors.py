@@ -73,6 +73,13 @@ class PayloadTooLarge(SsdStackError):
     code = "payload_too_large"
 
 
+class InsufficientStorage(SsdStackError):
+    """The store's filesystem is full (or over quota); nothing partial was kept."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
 class ServiceUnavailable(SsdStackError):
     status = 503
     code = "service_unavailable"

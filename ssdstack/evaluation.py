@@ -20,6 +20,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ssdstack.durable import publish_rename
 from ssdstack.errors import Conflict
 
 # The 12 numbers COCOeval.summarize() prints, in its order.
@@ -158,7 +159,7 @@ def write_report(folder: Path, evaluation: EngineEvaluation, dataset: str, split
         _write_durably(partial / REPORT_FILES["pr_curves"],
                        plot_pr_curves(scores, f"{evaluation.engine} on {dataset} / {split}"))
         _write_durably(partial / REPORT_FILES["detections"], json.dumps(evaluation.results).encode())
-        os.rename(partial, folder)
+        publish_rename(partial, folder)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ssdstack.durable import publish_rename, sync_dir
 from ssdstack.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -60,6 +61,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
+    sync_dir(path.parent)
 
 
 def servable(manifest: dict) -> tuple[list[str], dict[str, str]]:
@@ -157,7 +159,7 @@ class ModelStore:
             manifest["version"] = version
             write_json_atomic(staged / MANIFEST, manifest)
             try:
-                os.rename(staged, model_dir / str(version))
+                publish_rename(staged, model_dir / str(version))
             except OSError:
                 if (model_dir / str(version)).exists():
                     continue  # another publisher took this number; take the next
@@ -181,7 +183,7 @@ class ModelStore:
                     raise Conflict(f"{name} v{version} already has {source.name}")
                 partial = folder / f".{source.name}.{uuid.uuid4().hex}.partial"
                 shutil.copyfile(source, partial)
-                os.replace(partial, target)
+                publish_rename(partial, target, replace=True)
                 added[kind] = self._describe(target, folder)
             manifest = self.manifest(name, version)
             manifest["artefacts"].update(added)

@@ -52,7 +52,8 @@ import redis
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from ssdstack.errors import NotFound, SsdStackError
+from ssdstack.durable import no_space
+from ssdstack.errors import InsufficientStorage, NotFound, SsdStackError
 from ssdstack.jobs.context import JobCancelled
 from ssdstack.jobs.pipeline import (JOB_TYPES, JobType, Route, StageRunner, recorded_outputs, run_stage, send_stage,
                                    stage_in_message)
@@ -469,6 +470,10 @@ class WorkerRuntime:
         elif isinstance(error, SsdStackError):
             self.steady.fail(ctx.job_id, error.code, error.message, error.details)
             ctx.log(f"failed: {error.message}")
+        elif no_space(error):
+            message = f"the store has no space left ({error}); nothing partial was kept: free space, then resubmit"
+            self.steady.fail(ctx.job_id, InsufficientStorage.code, message)
+            ctx.log(f"failed: {message}")
         else:  # a bug or an unexpected library error: the job fails, the worker lives
             log.error("job %s crashed", ctx.job_id, exc_info=error)
             self.steady.fail(ctx.job_id, "internal_error", f"{type(error).__name__}: {error}",

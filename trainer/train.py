@@ -9,7 +9,6 @@ them as ``best.ckpt`` (+ ``best.json``), and survive a resume too.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from mindspore import Tensor, amp, nn
 
 from ssdstack.datasets.coco import CocoSplit
+from ssdstack.durable import publish_rename
 from ssdstack.errors import JobFailed
 from ssdstack.jobs.context import JobCancelled, JobContext
 from ssdstack.recipes import Recipe
@@ -101,10 +101,10 @@ def _write_checkpoint(cell, folder: Path, name: str, marker: str, info: dict) ->
     # save_checkpoint appends ".ckpt" to any other suffix; write under a hidden name, then rename.
     partial = folder / f".partial-{name}"
     ms.save_checkpoint(cell, str(partial))
-    os.replace(partial, folder / name)
+    publish_rename(partial, folder / name, replace=True)
     marker_tmp = folder / f".{marker}.tmp"
     marker_tmp.write_text(json.dumps(dict(info, file=name)))
-    os.replace(marker_tmp, folder / marker)
+    publish_rename(marker_tmp, folder / marker, replace=True)
 
 
 def _save_checkpoint(train_step, run_dir: Path, epochs_done: int, keep: int, step: int = 0) -> None:
@@ -201,7 +201,7 @@ class _BestByMap:
             _write_checkpoint(network, folder, "best.ckpt", "best.json", self.best)
         marker_tmp = folder / ".history.json.tmp"
         marker_tmp.write_text(json.dumps(self.history))
-        os.replace(marker_tmp, folder / "history.json")
+        publish_rename(marker_tmp, folder / "history.json", replace=True)
 
 
 def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir: Path, ctx: JobContext, *,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
 import re
 import shutil
 import uuid
@@ -24,6 +23,7 @@ from ssdstack.datasets.archive import find_dataset_root, safe_extract
 from ssdstack.datasets.coco import SPLITS
 from ssdstack.datasets.convert import as_coco
 from ssdstack.datasets.layout import detect_format
+from ssdstack.durable import publish_rename
 from ssdstack.errors import Conflict, InvalidDataset, InvalidInput, NotFound, PayloadTooLarge
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -104,7 +104,7 @@ class DatasetStore:
             (root / INFO_FILE).write_text(json.dumps(info, indent=2))
             self.datasets_dir.mkdir(parents=True, exist_ok=True)
             try:
-                os.rename(root, target)
+                publish_rename(root, target)
             except OSError as exc:
                 # rename() refuses to replace a non-empty folder: another upload of the
                 # same name finished first.

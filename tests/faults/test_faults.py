@@ -155,6 +155,55 @@ def test_detect_under_load_answers_every_request_while_the_inferencer_is_killed(
     times["detect_requests_failed_during_inferencer_kill"] = len(failures)
 
 
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(pipeline, stack, client, times):
+    deployed = pipeline.final["result"]["version"]
+    export = _finished(client, client.submit({"type": "export", "model": MODEL, "version": deployed,
+                                              "formats": ["ONNX"]})["id"], 600)
+    assert export["state"] == "succeeded", export["error"]
+    new = export["result"]["version"]
+    convert = _finished(client, client.submit({"type": "convert", "model": MODEL, "version": new,
+                                               "backend": "onnxruntime"})["id"], 300)
+    assert convert["state"] == "succeeded", convert["error"]
+    artefact = client.get(f"/v1/models/{MODEL}/versions/{new}")["artefacts"]["serving_onnxruntime"]["file"]
+    (stack.store_dir / "models" / MODEL / str(new) / artefact).write_bytes(b"damaged on the volume")
+
+    deploy = f"/v1/models/{MODEL}/versions/{new}/deploy"
+    stale = client.http.post(deploy, headers={"If-Match": str(new)})  # the caller thinks v{new} is deployed
+    assert stale.status_code == 412 and stale.json()["error"]["details"] == {"deployed": deployed}
+    assert client.http.post(deploy, headers={"If-Match": str(deployed)}).status_code == 200
+    started = time.monotonic()
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(buffer, "JPEG")
+    answers = [client.detect(buffer.getvalue()) for _ in range(5)]
+    assert {answer["version"] for answer in answers} == {deployed}  # the old version keeps serving
+
+    def load_failure_reported() -> dict | None:
+        for worker in client.get("/v1/backends")["workers"]:
+            failed = worker.get("serving", {}).get(MODEL, {}).get("load_failed")
+            if failed and failed["version"] == new:
+                return failed
+        return None
+
+    failed = wait_for(load_failure_reported, 60, "the inferencer's heartbeat to report the failed load")
+    times["failed_load_reported_s"] = round(time.monotonic() - started, 1)
+    assert "sha256" in failed["error"]
+    metrics = client.http.get("/metrics").text
+    assert f'model="{MODEL}"}} 1' in metrics
+    client.http.post(f"/v1/models/{MODEL}/versions/{deployed}/deploy", headers={"If-Match": str(new)})
+    assert client.detect(buffer.getvalue())["version"] == deployed
+
+
+def test_deploy_is_refused_when_no_live_inferencer_can_serve_it(pipeline, stack, client):
+    stack.stop("inferencer")  # its heartbeat key goes with it
+    try:
+        refused = client.http.post(f"/v1/models/{MODEL}/versions/{pipeline.final['result']['version']}/deploy")
+        assert refused.status_code == 409 and "no live inferencer" in refused.json()["error"]["message"]
+    finally:
+        stack.start("inferencer")
+        wait_for(lambda: any("infer" in w["queues"] for w in client.get("/v1/backends")["workers"]), 120,
+                 "the inferencer to be back")
+
+
 def test_a_lost_message_is_sent_again_at_full_default_timings(pipeline, stack, tmp_path, times):
     """Heartbeat 5 s, lease TTL 30 s, visibility timeout 6 h: the reaper's bound is 2 x TTL."""
     defaults = LocalStack(tmp_path / "defaults", redis_port=free_port(), gateway_port=free_port(), api_key=API_KEY,

@@ -3,6 +3,7 @@ failure, cancel, stale and legacy messages; heartbeats. The job types here are t
 declared in the test, so that only the runtime is under test."""
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -398,3 +399,15 @@ def test_an_inferencers_heartbeat_says_what_it_serves(runtime):
     runtime.heartbeat_once()
     [worker] = live_workers(runtime.jobs.redis)
     assert worker["serving"]["demo"]["load_failed"]["version"] == 2
+
+
+def test_a_full_store_fails_the_job_as_insufficient_storage(runtime):
+    def count(ctx, data):
+        raise OSError(errno.ENOSPC, "No space left on device", "/store/models/m/.tmp/model.onnx")
+
+    runtime.runners["count"] = count
+    job_id = _job(runtime)
+    runtime.run_job(FakeTask(), job_id, None)
+    job = runtime.jobs.get(job_id)
+    assert job["state"] == "failed" and job["error"]["code"] == "insufficient_storage"
+    assert "no space left" in job["error"]["message"] and "resubmit" in job["error"]["message"]
