@@ -9,6 +9,7 @@
     ssdstack model import CKPT --architecture A --labels FILE [--model M] [--dataset D]
     ssdstack model export MODEL VERSION [--formats MINDIR ONNX AIR]
     ssdstack job submit SPEC.json [--wait]   submit any job to the gateway (SSDSTACK_URL, SSDSTACK_API_KEY)
+    ssdstack store backup DIR | restore DIR  the store and Redis's state together, checked
 
 The local commands use the store of SSDSTACK_STORE_DIR, as the workers do.
 """
@@ -23,6 +24,7 @@ import uuid
 from pathlib import Path
 
 from cli import datasets
+from cli.backup import BackupError, backup, restore
 from cli.ascend_check import run_ascend_check
 from cli.client import Client
 from cli.demo import DemoConfig, run_demo
@@ -32,7 +34,8 @@ from ssdstack.jobs.context import LocalContext
 from ssdstack.jobs.pipeline import JOB_TYPES, run_in_process
 from ssdstack.jobs.specs import ExportSpec, ImportSpec, TrainSpec
 from ssdstack.model_store import ModelStore
-from ssdstack.settings import WorkerSettings
+from ssdstack.redis_client import connect
+from ssdstack.settings import CommonSettings, WorkerSettings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -166,6 +169,25 @@ def cmd_job_submit(args) -> int:
     return 0 if job["state"] in ("queued", "running", "succeeded") else 1
 
 
+def cmd_store(args) -> int:
+    settings = CommonSettings()
+    client = connect(settings.redis_url, settings.redis_sentinel_master, socket_timeout=30)
+    try:
+        if args.action == "backup":
+            summary = backup(settings.store_dir, client, Path(args.dir))
+        else:
+            summary = restore(Path(args.dir), settings.store_dir, client)
+    except BackupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(summary, indent=2))
+    for problem in summary["problems"]:
+        print(f"inconsistent: {problem}", file=sys.stderr)
+    return 1 if summary["problems"] else 0
+
+
 def cmd_ascend_check(args) -> int:
     settings = WorkerSettings()
     report = run_ascend_check(settings.store_dir, args.model, Path(args.out), dataset=args.dataset,
@@ -232,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="wait until the job ends")
     submit.add_argument("--timeout", type=float, default=24 * 3600)
     submit.set_defaults(func=cmd_job_submit)
+
+    store = commands.add_parser("store", help="back up or restore the model store and Redis's state together "
+                                "(SSDSTACK_STORE_DIR, SSDSTACK_REDIS_URL)")
+    store.add_argument("action", choices=["backup", "restore"])
+    store.add_argument("dir", help="backup: a new folder; restore: a backup folder (into an empty store and Redis)")
+    store.set_defaults(func=cmd_store)
 
     check = commands.add_parser("ascend-check", help="prove the Ascend path on this NPU host: ATC, MindX stream, "
                                 "mAP, images/s, agreement with ONNX Runtime (see docs/ascend.md)")

@@ -31,7 +31,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                               "Send the API key as `X-API-Key` or `Authorization: Bearer`.")
     app.state.settings = settings
     app.state.jobs = JobStore.from_url(settings.redis_url, socket_timeout=settings.detect_timeout + 10,
-                                      retention_s=settings.job_retention)
+                                      retention_s=settings.job_retention,
+                                      sentinel_master=settings.redis_sentinel_master)
     app.state.models = ModelStore(settings.store_dir)
     app.state.datasets = DatasetStore(settings.store_dir)
     app.state.checkpoints = CheckpointStore(settings.store_dir)

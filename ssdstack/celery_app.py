@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from ssdstack.redis_client import is_sentinel
 from ssdstack.settings import CommonSettings
 
 # The queues workers take tasks from. Tasks and their routes are declared where they are
@@ -20,6 +21,8 @@ def create_app(settings: CommonSettings, name: str = "ssdstack") -> Celery:
     # default sweeps only every ~100 s).
     transport = {"visibility_timeout": settings.visibility_timeout,
                  "unacked_restore_interval": 5, "unacked_restore_throttle": 1}
+    if is_sentinel(settings.redis_url):
+        transport["master_name"] = settings.redis_sentinel_master
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

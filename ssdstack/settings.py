@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated, Literal
 
 from ssdstack.ascend import SOC_VERSIONS
+from ssdstack.redis_client import is_sentinel, sentinel_hosts
 
 
 class CommonSettings(BaseSettings):
@@ -20,7 +21,10 @@ class CommonSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SSDSTACK_", extra="ignore")
 
+    # redis://, rediss://, unix://, or a Sentinel group: sentinel://h1:26379;sentinel://h2:26379/0
+    # (its master's name in redis_sentinel_master).
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinel_master: str = "mymaster"
     store_dir: Path = Path("var/store")
     work_dir: Path = Path("var/work")
     # Seconds the broker waits for an ack before redelivering an unacked (acks_late) task.
@@ -47,8 +51,10 @@ class CommonSettings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if is_sentinel(value):
+            sentinel_hosts(value)  # raises ValueError naming the bad part
+        elif not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss://, unix:// or sentinel://")
         return value
 
 

@@ -171,7 +171,8 @@ class WorkerRuntime:
         if unknown:
             raise ValueError(f"SSDSTACK_TIME_LIMITS names no job type {unknown}; the types are {sorted(job_types)}")
         self.worker_id = f"{service}@{socket.gethostname()}:{os.getpid()}"
-        self.jobs = JobStore.from_url(settings.redis_url, retention_s=settings.job_retention)
+        self.jobs = JobStore.from_url(settings.redis_url, retention_s=settings.job_retention,
+                                      sentinel_master=settings.redis_sentinel_master)
         # What records a job's stages and end: waits out a Redis outage (progress does not).
         self.steady = _RidingOut(self.jobs, settings.redis_outage_grace)
         self.app: Celery | None = None

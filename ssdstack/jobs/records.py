@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from ssdstack.errors import Conflict, NotFound
+from ssdstack.redis_client import connect
 
 PREFIX = "ssdstack:job:"
 INDEX = "ssdstack:jobs"
@@ -107,10 +108,12 @@ class JobStore:
         self._adopt_legacy = client.register_script(_ADOPT_LEGACY)
 
     @classmethod
-    def from_url(cls, url: str, socket_timeout: float = 10, retention_s: int = 30 * 24 * 3600) -> "JobStore":
-        """``socket_timeout`` must exceed any blocking command's timeout (the gateway's BLPOP)."""
-        return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout,
-                                        socket_connect_timeout=5, health_check_interval=30), retention_s)
+    def from_url(cls, url: str, socket_timeout: float = 10, retention_s: int = 30 * 24 * 3600,
+                 sentinel_master: str = "mymaster") -> "JobStore":
+        """``socket_timeout`` must exceed any blocking command's timeout (the gateway's BLPOP);
+        ``sentinel_master``: the group's name, for a ``sentinel://`` URL."""
+        return cls(connect(url, sentinel_master, decode_responses=True, socket_timeout=socket_timeout,
+                           socket_connect_timeout=5, health_check_interval=30), retention_s)
 
     # -- records ---------------------------------------------------------------
     @staticmethod

@@ -1,14 +1,19 @@
-"""What the fault-injection scenarios share besides fixtures: the stack's settings, and
-polls that ride out the outages the scenarios cause."""
+"""What the fault-injection scenarios share besides fixtures: the stack's settings, polls
+that ride out the outages the scenarios cause, and a Sentinel group to fail over."""
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
+import redis
 
 from cli.client import ApiError, Client
 from cli.localstack import LocalStack
+from cli.processes import find_redis_server, free_port
+from polling import wait_for
 from ssdstack.healthcheck import check_heartbeat
 
 API_KEY = "fault-suite-key"
@@ -62,3 +67,70 @@ def log_has(client: Client, job_id: str, words: str) -> bool:
 def liveness_ok(stack: LocalStack, name: str) -> bool:
     """What a Kubernetes liveness probe of the worker would say now."""
     return check_heartbeat(stack.liveness_path(name), LIVENESS_MAX_AGE)[0]
+
+
+class SentinelGroup:
+    """A Redis master, one replica and one Sentinel watching them (quorum 1), as real
+    processes on 127.0.0.1 under ``folder``; Sentinel declares a master dead after 1 s."""
+
+    MASTER = "mymaster"
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.server = find_redis_server()
+        self.ports = {"primary": free_port(), "replica": free_port(), "sentinel": free_port()}
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    @property
+    def url(self) -> str:
+        return f"sentinel://127.0.0.1:{self.ports['sentinel']}/0"
+
+    def _run(self, name: str, *args: str) -> None:
+        folder = self.folder / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "log").open("ab") as log:
+            self.processes[name] = subprocess.Popen([self.server, *args], cwd=folder, stdout=log,
+                                                    stderr=subprocess.STDOUT)
+
+    def start(self) -> None:
+        common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
+        self._run("primary", "--port", str(self.ports["primary"]), *common)
+        self._run("replica", "--port", str(self.ports["replica"]), *common,
+                  "--replicaof", "127.0.0.1", str(self.ports["primary"]))
+        conf = self.folder / "sentinel.conf"
+        conf.write_text(f"port {self.ports['sentinel']}\nbind 127.0.0.1\n"
+                        f"sentinel monitor {self.MASTER} 127.0.0.1 {self.ports['primary']} 1\n"
+                        f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+                        f"sentinel failover-timeout {self.MASTER} 5000\n")
+        self._run("sentinel", str(conf), "--sentinel")
+        replica = redis.Redis(port=self.ports["replica"], socket_timeout=1)
+        wait_for(lambda: _answers(replica) and replica.info("replication").get("master_link_status") == "up",
+                 30, "the replica to sync")
+        sentinel = redis.Redis(port=self.ports["sentinel"], socket_timeout=1)
+        wait_for(lambda: _answers(sentinel) and sentinel.execute_command("SENTINEL", "REPLICAS", self.MASTER),
+                 30, "Sentinel to see the replica")
+
+    def master_port(self) -> int:
+        sentinel = redis.Redis(port=self.ports["sentinel"], socket_timeout=1)
+        return int(sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER)[1])
+
+    def kill_master(self) -> str:
+        """kill -9 the process that is master now; its name."""
+        port = self.master_port()
+        name = next(name for name, number in self.ports.items() if number == port)
+        self.processes[name].kill()
+        self.processes[name].wait(10)
+        return name
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False

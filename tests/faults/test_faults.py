@@ -10,12 +10,13 @@ import time
 
 import httpx
 import pytest
+import redis
 from PIL import Image
 
 from cli.client import Client
 from cli.localstack import LocalStack
 from cli.processes import free_port, pid_alive
-from faults import API_KEY, DETECT_TIMEOUT_S, MODEL, job_or_none, log_has
+from faults import API_KEY, DETECT_TIMEOUT_S, FAULT_ENV, MODEL, SentinelGroup, job_or_none, log_has
 from polling import wait_for
 from ssdstack.jobs.pipeline import JOB_TYPES
 from ssdstack.jobs.records import JobStore
@@ -225,3 +226,50 @@ def test_a_lost_message_is_sent_again_at_full_default_timings(pipeline, stack, t
         assert any("its message was lost" in line for line in jobs.logs(job_id))
     finally:
         defaults.down()
+
+
+def test_a_sentinel_failover_mid_training_loses_no_job(stack, dataset, tmp_path, times):
+    """Master, replica and Sentinel; the trainer and gateway reach Redis through Sentinel, and
+    the master is killed (kill -9) in the middle of training."""
+    group = SentinelGroup(tmp_path / "sentinel")
+    failover = LocalStack(tmp_path / "failover", redis_port=free_port(), gateway_port=free_port(), api_key=API_KEY,
+                          extra_env=dict(FAULT_ENV, SSDSTACK_REDIS_URL=group.url))
+    shutil.copytree(stack.store_dir / "datasets", failover.store_dir / "datasets")
+    client = Client(f"http://127.0.0.1:{failover.gateway_port}", API_KEY, timeout=60)
+    try:
+        group.start()
+        failover.start("trainer")
+        failover.start("gateway")
+        wait_for(lambda: _answers_http(client), 60, "the gateway")
+        job_id = client.submit({"type": "train", "dataset": dataset, "model": "failover", "epochs": 3,
+                                "batch_size": 8})["id"]
+        wait_for(lambda: ((job_or_none(client, job_id) or {}).get("progress", {}).get("step") or 0) >= 2, 300,
+                 "training to run")
+        trainer = failover.supervised_pid("trainer")
+        killed = group.kill_master()
+        started = time.monotonic()
+        wait_for(lambda: _promoted(group, killed), 60, "Sentinel to promote the replica")
+        times["sentinel_master_kill9_to_promoted_s"] = round(time.monotonic() - started, 1)
+        job = _finished(client, job_id, 600)
+        times["sentinel_master_kill9_to_job_done_s"] = round(time.monotonic() - started, 1)
+        assert job["state"] == "succeeded", job["error"]
+        assert failover.supervised_pid("trainer") == trainer  # the trainer rode it out, not restarted
+        assert client.get(f"/v1/models/failover/versions/{job['result']['version']}")["lineage"]["job_id"] == job_id
+    finally:
+        client.close()
+        failover.down()
+        group.stop()
+
+
+def _answers_http(client: Client) -> bool:
+    try:
+        return client.http.get("/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _promoted(group: SentinelGroup, killed: str) -> bool:
+    try:
+        return group.master_port() != group.ports[killed]
+    except redis.RedisError:  # Sentinel busy electing: ask again
+        return False

@@ -1,0 +1,45 @@
+"""A Redis client from the stack's Redis URL: a plain server (``redis://``, ``rediss://``,
+``unix://``) or the master of a Sentinel group (``sentinel://h1:26379;sentinel://h2:26379/0``,
+the form Celery and kombu take, with the group's name in ``SSDSTACK_REDIS_SENTINEL_MASTER``).
+
+With Sentinel, every command goes to the group's current master; after a failover the
+client finds the new one on its next connection.
+"""
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.sentinel import Sentinel
+
+SENTINEL_SCHEME = "sentinel://"
+SENTINEL_SEPARATOR = ";"
+
+
+def is_sentinel(url: str) -> bool:
+    return url.startswith(SENTINEL_SCHEME)
+
+
+def sentinel_hosts(url: str) -> tuple[list[tuple[str, int]], str | None, int]:
+    """``(sentinels as (host, port), master password, db)`` of a ``sentinel://`` URL; the
+    password and db are those any of its parts gives."""
+    hosts, password, db = [], None, 0
+    for part in url.split(SENTINEL_SEPARATOR):
+        parsed = urlsplit(part.strip())
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise ValueError(f"{part!r} is not sentinel://host:port")
+        hosts.append((parsed.hostname, parsed.port or 26379))
+        password = unquote(parsed.password) if parsed.password else password
+        path = parsed.path.strip("/")
+        db = int(path) if path.isdigit() else db
+    return hosts, password, db
+
+
+def connect(url: str, sentinel_master: str = "mymaster", **options) -> redis.Redis:
+    """A client for ``url``; ``options`` are redis-py connection options."""
+    if not is_sentinel(url):
+        return redis.Redis.from_url(url, **options)
+    hosts, password, db = sentinel_hosts(url)
+    timeouts = {key: options[key] for key in ("socket_timeout", "socket_connect_timeout") if key in options}
+    return Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts).master_for(
+        sentinel_master, db=db, password=password, **options)
