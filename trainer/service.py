@@ -10,6 +10,7 @@ version's weights to export them again.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import mindspore as ms
@@ -21,6 +22,7 @@ from ssdstack.datasets.validation import validate_coco_dataset
 from ssdstack.errors import InvalidDataset
 from ssdstack.evaluation import EngineEvaluation, report_dir, stage_report
 from ssdstack.jobs.context import JobContext
+from ssdstack.jobs.records import JOB_ID
 from ssdstack.jobs.specs import ExportSpec, ImportSpec, TrainSpec
 from ssdstack.jobs.stage_data import Trained
 from ssdstack.model_store import ModelStore
@@ -103,6 +105,19 @@ def remove_job_folders(store_dir: Path, work_dir: Path, job_id: str) -> None:
     """Delete the job's run folder and its scratch in ``work_dir``, once nothing will resume it."""
     shutil.rmtree(run_dir_for(store_dir, job_id), ignore_errors=True)
     shutil.rmtree(Path(work_dir) / job_id, ignore_errors=True)
+
+
+def remove_unneeded_job_folders(store_dir: Path, work_dir: Path, done_here: Callable[[str], bool]) -> list[str]:
+    """Delete the run folders and scratch of every job ``done_here`` says no trainer stage
+    needs any more (a job the reaper ended, or one whose worker died after it ended); the
+    job ids whose folders went."""
+    folders = [Path(store_dir) / "jobs", Path(work_dir)]
+    ids = sorted({entry.name for folder in folders if folder.is_dir() for entry in folder.iterdir()
+                  if entry.is_dir() and JOB_ID.fullmatch(entry.name)})
+    removed = [job_id for job_id in ids if done_here(job_id)]
+    for job_id in removed:
+        remove_job_folders(store_dir, work_dir, job_id)
+    return removed
 
 
 def checked_dataset(name: str, store_dir: Path, ctx: JobContext) -> tuple[dict, object, CocoSplit, CocoSplit]:

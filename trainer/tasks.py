@@ -13,7 +13,7 @@ from ssdstack.settings import WorkerSettings
 from ssdstack.worker import WorkerRuntime
 from trainer.ascendjob import Cluster
 from trainer.publish import export_version
-from trainer.service import import_weights, load_version, remove_job_folders, train_weights
+from trainer.service import import_weights, load_version, remove_unneeded_job_folders, train_weights
 
 
 def stage_runners(settings: WorkerSettings) -> dict:
@@ -39,10 +39,9 @@ def stage_runners(settings: WorkerSettings) -> dict:
 def register(app: Celery, runtime: WorkerRuntime) -> None:
     settings = runtime.settings
 
-    def clean_up(job_id: str) -> None:
-        # Checkpoints and trained weights only serve this route's stages: once the job has
-        # left them (finished, or handed on), they are never read again.
-        if runtime.done_here(job_id):
-            remove_job_folders(settings.store_dir, settings.work_dir, job_id)
+    def clean_up(_job_id: str) -> None:
+        # Checkpoints and trained weights only serve this route's stages: once a job has
+        # left them (finished, handed on, or ended by the reaper), they are never read again.
+        remove_unneeded_job_folders(settings.store_dir, settings.work_dir, runtime.done_here)
 
     runtime.serve(app, TRAINER, stage_runners(settings), after=clean_up)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from ssdstack.redis_client import connect
 PREFIX = "ssdstack:job:"
 INDEX = "ssdstack:jobs"
 ACTIVE = "ssdstack:jobs:active"  # ids of jobs not yet terminal: what the reaper sweeps
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # what JobStore.new_id makes
 # A submission's Idempotency-Key, scoped to its caller -> the job it made and its body's hash.
 IDEMPOTENCY_PREFIX = "ssdstack:idempotency:"
 IDEMPOTENCY_TTL_S = 24 * 3600

@@ -5,7 +5,8 @@ seen within the run. One pipeline job, with three faults injected into it, train
 the other scenarios serve, convert and evaluate.
 
 Every figure a scenario measures goes to ``var/fault-times.json`` (scenario -> seconds), for
-docs/reliability.md.
+docs/reliability.md. The fixtures live as long as the scenarios' module, so that the
+stacks are gone before other test files run.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMES_FILE = REPO_ROOT / "var" / "fault-times.json"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def times():
     figures: dict[str, float] = {}
     yield figures
@@ -36,7 +37,7 @@ def times():
     TIMES_FILE.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     stack = LocalStack(tmp_path_factory.mktemp("faults"), redis_port=free_port(), gateway_port=free_port(),
                        api_key=API_KEY, extra_env=FAULT_ENV, infer_concurrency=2)
@@ -47,14 +48,31 @@ def stack(tmp_path_factory):
         stack.down()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def default_stack(tmp_path_factory):
+    """Redis, a converter and an inferencer at the shipped timings (heartbeat 5 s, lease TTL
+    30 s), started with the module so that they have been up for longer than a TTL (the
+    reaper's start-up wait) when a scenario uses them."""
+    stack = LocalStack(tmp_path_factory.mktemp("defaults"), redis_port=free_port(), gateway_port=free_port(),
+                       api_key=API_KEY, extra_env={"SSDSTACK_INFER_BACKEND": "onnxruntime"})
+    try:
+        stack.start("redis")
+        stack.wait_redis()
+        stack.start("converter")
+        stack.start("inferencer")
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="module")
 def client(stack):
     client = Client(f"http://127.0.0.1:{stack.gateway_port}", API_KEY, timeout=60)
     yield client
     client.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dataset(client: Client, tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("data")
     synthesize(folder / "synth", images=96, classes=2, seed=3)
@@ -62,12 +80,13 @@ def dataset(client: Client, tmp_path_factory) -> str:
     return "faults"
 
 
-@pytest.fixture(scope="session")
-def pipeline(stack: LocalStack, client: Client, dataset: str, times: dict) -> Timeline:
+@pytest.fixture(scope="module")
+def pipeline(stack: LocalStack, default_stack: LocalStack, client: Client, dataset: str, times: dict) -> Timeline:
     """A pipeline job through three faults: the trainer is stopped (SIGTERM) in the middle of
     its first epoch, then killed (kill -9) after its second checkpoint; Redis is killed
     (kill -9) while the job is past training and stays down for longer than the workers'
-    liveness window, then restarted from its append-only file."""
+    liveness window, then restarted from its append-only file. (``default_stack`` starts
+    first, to be warm by the time its scenario runs.)"""
     spec = {"type": "pipeline", "dataset": dataset, "model": MODEL, "architecture": "ssd_lite_mobilenet_v2",
             "epochs": 4, "batch_size": 8, "lr": 0.05, "checkpoint_every": 1}
     line = Timeline(client.submit(spec)["id"])

@@ -104,10 +104,10 @@ class SentinelGroup:
                         f"sentinel failover-timeout {self.MASTER} 5000\n")
         self._run("sentinel", str(conf), "--sentinel")
         replica = redis.Redis(port=self.ports["replica"], socket_timeout=1)
-        wait_for(lambda: _answers(replica) and replica.info("replication").get("master_link_status") == "up",
+        wait_for(lambda: pings(replica) and replica.info("replication").get("master_link_status") == "up",
                  30, "the replica to sync")
         sentinel = redis.Redis(port=self.ports["sentinel"], socket_timeout=1)
-        wait_for(lambda: _answers(sentinel) and sentinel.execute_command("SENTINEL", "REPLICAS", self.MASTER),
+        wait_for(lambda: pings(sentinel) and sentinel.execute_command("SENTINEL", "REPLICAS", self.MASTER),
                  30, "Sentinel to see the replica")
 
     def master_port(self) -> int:
@@ -129,7 +129,8 @@ class SentinelGroup:
                 process.wait(10)
 
 
-def _answers(client: redis.Redis) -> bool:
+def pings(client: redis.Redis) -> bool:
+    """Whether the Redis server answers now."""
     try:
         return bool(client.ping())
     except redis.RedisError:

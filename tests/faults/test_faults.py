@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
 import threading
 import time
 
@@ -15,11 +16,15 @@ from PIL import Image
 
 from cli.client import Client
 from cli.localstack import LocalStack
-from cli.processes import free_port, pid_alive
-from faults import API_KEY, DETECT_TIMEOUT_S, FAULT_ENV, MODEL, SentinelGroup, job_or_none, log_has
+from cli.processes import find_redis_server, free_port, pid_alive
+from cli.backup import backup, restore
+from faults import API_KEY, DETECT_TIMEOUT_S, FAULT_ENV, MODEL, SentinelGroup, job_or_none, log_has, pings
 from polling import wait_for
-from ssdstack.jobs.pipeline import JOB_TYPES
+from ssdstack.celery_app import create_app
+from ssdstack.jobs.pipeline import JOB_TYPES, send_stage
 from ssdstack.jobs.records import JobStore
+from ssdstack.model_store import ModelStore
+from ssdstack.settings import WorkerSettings
 
 pytestmark = pytest.mark.slow
 
@@ -154,6 +159,7 @@ def test_detect_under_load_answers_every_request_while_the_inferencer_is_killed(
     assert all(code in (503, 504) and message for code, message in failures), failures
     assert max(seconds for _, seconds, _ in outcomes) <= DETECT_TIMEOUT_S + 5
     times["detect_requests_failed_during_inferencer_kill"] = len(failures)
+    times["detect_requests_during_inferencer_kill"] = len(outcomes)
 
 
 def test_a_version_that_fails_to_load_leaves_the_old_one_serving(pipeline, stack, client, times):
@@ -166,8 +172,18 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(pipeline, stack
                                                "backend": "onnxruntime"})["id"], 300)
     assert convert["state"] == "succeeded", convert["error"]
     artefact = client.get(f"/v1/models/{MODEL}/versions/{new}")["artefacts"]["serving_onnxruntime"]["file"]
-    (stack.store_dir / "models" / MODEL / str(new) / artefact).write_bytes(b"damaged on the volume")
+    served = stack.store_dir / "models" / MODEL / str(new) / artefact
+    intact = served.read_bytes()
+    served.write_bytes(b"damaged on the volume")
+    try:
+        _deploy_a_version_that_fails_to_load(client, deployed, new, times)
+    finally:
+        served.write_bytes(intact)  # the other scenarios (the backup's check) see a sound store
 
+
+def _deploy_a_version_that_fails_to_load(client: Client, deployed: int, new: int, times: dict) -> None:
+    """Deploy ``new`` (its serving artefact damaged) over ``deployed``, watch ``deployed`` keep
+    serving and the failure show, then deploy ``deployed`` back."""
     deploy = f"/v1/models/{MODEL}/versions/{new}/deploy"
     stale = client.http.post(deploy, headers={"If-Match": str(new)})  # the caller thinks v{new} is deployed
     assert stale.status_code == 412 and stale.json()["error"]["details"] == {"deployed": deployed}
@@ -195,8 +211,10 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(pipeline, stack
 
 
 def test_deploy_is_refused_when_no_live_inferencer_can_serve_it(pipeline, stack, client):
-    stack.stop("inferencer")  # its heartbeat key goes with it
-    try:
+    stack.stop("inferencer")
+    try:  # a stopped worker counts as live until its heartbeat expires (one TTL at most)
+        wait_for(lambda: not any("infer" in w["queues"] for w in client.get("/v1/backends")["workers"]), 60,
+                 "the inferencer's heartbeat to end")
         refused = client.http.post(f"/v1/models/{MODEL}/versions/{pipeline.final['result']['version']}/deploy")
         assert refused.status_code == 409 and "no live inferencer" in refused.json()["error"]["message"]
     finally:
@@ -205,27 +223,62 @@ def test_deploy_is_refused_when_no_live_inferencer_can_serve_it(pipeline, stack,
                  "the inferencer to be back")
 
 
-def test_a_lost_message_is_sent_again_at_full_default_timings(pipeline, stack, tmp_path, times):
-    """Heartbeat 5 s, lease TTL 30 s, visibility timeout 6 h: the reaper's bound is 2 x TTL."""
-    defaults = LocalStack(tmp_path / "defaults", redis_port=free_port(), gateway_port=free_port(), api_key=API_KEY,
-                          extra_env={"SSDSTACK_INFER_BACKEND": "onnxruntime"})
-    shutil.copytree(stack.store_dir / "models", defaults.store_dir / "models")
+def test_a_converter_killed_mid_convert_at_default_timings_is_reaped(pipeline, stack, default_stack, times):
+    """Heartbeat 5 s, lease TTL 30 s, visibility timeout 6 h, as shipped: the reaper's bound
+    is one TTL and two heartbeats after the kill."""
+    shutil.copytree(stack.store_dir / "models", default_stack.store_dir / "models", dirs_exist_ok=True)
+    version = pipeline.final["result"]["version"]
+    _as_not_converted(ModelStore(default_stack.store_dir), MODEL, version)
+    jobs = _jobs(default_stack)
+    spec = {"type": "convert", "model": MODEL, "version": version, "backend": "onnxruntime", "tolerance": 1e-4}
+    job_id = jobs.create("convert", spec, JOB_TYPES["convert"].stage_names)["id"]
+    send_stage(create_app(WorkerSettings(redis_url=f"redis://127.0.0.1:{default_stack.redis_port}/0")), jobs, job_id,
+               JOB_TYPES["convert"], 0)
+    wait_for(lambda: jobs.lease_holder(job_id), 120, "the converter to take the job", interval=0.01)
+    killed = default_stack.crash("converter")
+    started = time.monotonic()
+    wait_for(lambda: any("reaper: stage convert sent again" in line for line in jobs.logs(job_id)), 120,
+             "the reaper")
+    times["default_timings_converter_kill9_to_resent_s"] = round(time.monotonic() - started, 1)
+    job = wait_for(lambda: (job := jobs.get(job_id))["state"] in ("succeeded", "failed") and job, 240,
+                   "the convert job to finish")
+    times["default_timings_converter_kill9_to_converted_s"] = round(time.monotonic() - started, 1)
+    assert job["state"] == "succeeded", job["error"]
+    assert job["worker_losses"] == 1 and any(f":{killed}) died" in line for line in jobs.logs(job_id))
+
+
+def _as_not_converted(store: ModelStore, name: str, version: int) -> None:
+    """Make a copied version what export leaves: no serving artefact yet (a converted one is
+    not converted again)."""
+    served = store.version_dir(name, version) / store.manifest(name, version)["artefacts"]["serving_onnxruntime"]["file"]
+
+    def drop(manifest: dict) -> None:
+        manifest["serving"] = {}
+        del manifest["artefacts"]["serving_onnxruntime"]
+
+    store.update_manifest(name, version, drop)
+    served.unlink()
+
+
+def test_a_backup_of_the_running_stack_restores_whole(pipeline, stack, tmp_path):
+    live = redis.Redis(port=stack.redis_port)
+    summary = backup(stack.store_dir, live, tmp_path / "backup")
+    assert summary["problems"] == [] and summary["redis_keys_left_out"] > 0  # heartbeats at least
+    port = free_port()
+    target = subprocess.Popen([find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], cwd=tmp_path, stdout=subprocess.DEVNULL)
     try:
-        defaults.start("redis")
-        defaults.wait_redis()
-        defaults.start("converter")
+        client = redis.Redis(port=port)
+        wait_for(lambda: pings(client), 30, "the empty Redis")
+        restored = restore(tmp_path / "backup", tmp_path / "restored-store", client)
+        assert restored["problems"] == []
+        again = JobStore(redis.Redis(port=port, decode_responses=True))
+        assert again.get(pipeline.job_id)["result"] == pipeline.final["result"]
         version = pipeline.final["result"]["version"]
-        spec = {"type": "convert", "model": MODEL, "version": version, "backend": "onnxruntime"}
-        jobs = _jobs(defaults)
-        started = time.monotonic()
-        job_id = jobs.create("convert", spec, JOB_TYPES["convert"].stage_names)["id"]  # the gateway died here
-        job = wait_for(lambda: (job := jobs.get(job_id))["state"] in ("succeeded", "failed") and job, 240,
-                       "the lost convert job to be sent and run")
-        times["default_timings_lost_message_to_converted_s"] = round(time.monotonic() - started, 1)
-        assert job["state"] == "succeeded", job["error"]
-        assert any("its message was lost" in line for line in jobs.logs(job_id))
+        assert ModelStore(tmp_path / "restored-store").verify(MODEL, version) == []
     finally:
-        defaults.down()
+        target.terminate()
+        target.wait(10)
 
 
 def test_a_sentinel_failover_mid_training_loses_no_job(stack, dataset, tmp_path, times):

@@ -18,6 +18,7 @@ from ssdstack.jobs.pipeline import JOB_TYPES, run_in_process  # noqa: E402
 from ssdstack.jobs.specs import ExportSpec, ImportSpec, TrainSpec  # noqa: E402
 from ssdstack.model_store import ModelStore  # noqa: E402
 from ssdstack.settings import WorkerSettings  # noqa: E402
+from trainer.service import remove_unneeded_job_folders  # noqa: E402
 from trainer.tasks import stage_runners  # noqa: E402
 
 FAST = dict(architecture="ssd_lite_mobilenet_v2", epochs=1, batch_size=4, lr=0.01, warmup_epochs=0)
@@ -164,3 +165,13 @@ def test_model_import_command_publishes_from_a_local_file(store, tmp_path, monke
                  "--labels", str(labels), "--model", "from-cli"]) == 1
     assert "differ in shape" in capsys.readouterr().err
     assert _versions(store, "from-cli") == [1]
+
+
+def test_the_folders_of_jobs_no_trainer_stage_needs_are_removed(tmp_path):
+    ended, waiting = "a" * 32, "b" * 32  # job ids: one ended elsewhere, one still due here
+    store, work = tmp_path / "store", tmp_path / "work"
+    for folder in (store / "jobs" / ended / "checkpoints", store / "jobs" / waiting, work / ended, work / "rank_0"):
+        folder.mkdir(parents=True)
+    assert remove_unneeded_job_folders(store, work, lambda job_id: job_id == ended) == [ended]
+    assert sorted(p.name for p in (store / "jobs").iterdir()) == [waiting]
+    assert sorted(p.name for p in work.iterdir()) == ["rank_0"]  # not a job's folder: left alone
