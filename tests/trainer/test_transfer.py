@@ -216,5 +216,6 @@ class _OneBatch:
         self.batches = TrainBatches(split, RECIPE, 4, 0)
         self.steps_per_epoch = 1
 
-    def epoch(self, epoch: int):
-        yield next(iter(self.batches.epoch(epoch)))
+    def epoch(self, epoch: int, start_step: int = 0):
+        if start_step == 0:  # one step an epoch: resumed after it, the epoch has none left
+            yield next(iter(self.batches.epoch(epoch)))
