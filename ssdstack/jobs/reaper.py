@@ -22,7 +22,6 @@ leases could not be renewed while it was away, so their expiry says nothing abou
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -47,6 +46,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Whether a Celery queue (a list on the Redis transport, each entry a JSON message with the
+# task id in its headers) holds the message of task ARGV[1]. Searched in Redis: detect
+# messages carry images, which a sweep must not pull over the network.
+_QUEUED = """
+local wanted = '"id": "' .. ARGV[1] .. '"'
+for _, message in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if string.find(message, wanted, 1, true) then return 1 end
+end
+return 0
+"""
+
 
 @dataclass(frozen=True)
 class Reaped:
@@ -67,6 +77,7 @@ class Reaper:
         self.owner = owner or uuid.uuid4().hex
         self._reached_since: float | None = None
         self._release = jobs.redis.register_script(_RELEASE_LOCK)
+        self._queued = jobs.redis.register_script(_QUEUED)
 
     def sweep(self) -> list[Reaped]:
         """One sweep, unless another process is sweeping or Redis is too fresh to judge
@@ -105,7 +116,6 @@ class Reaper:
         records = {job_id: (raw, bool(leased)) for job_id, raw, leased in zip(ids, replies[::2], replies[1::2])}
         ended = [job_id for job_id, (raw, _) in records.items() if not raw or raw.get("state") in TERMINAL]
         self.jobs.forget_active(ended)
-        waiting: dict[str, set[str]] = {}
         suspects = client.hgetall(SUSPECTS)
         first_seen = time.time()
         done, newly_suspected, cleared = [], {}, [job_id for job_id in suspects if job_id not in records]
@@ -118,10 +128,8 @@ class Reaper:
             if job_type is None:  # a worker that knows no such type fails the job when it gets it
                 continue
             index = job_type.index(job["stage"]) if job.get("stage") else 0
-            queue = job_type.stages[index].route.queue
-            if queue not in waiting:
-                waiting[queue] = _queued_task_ids(client, queue)
-            if leased or stage_task_id(job_id, job_type, index) in waiting[queue]:
+            if leased or self._queued(keys=[job_type.stages[index].route.queue],
+                                      args=[stage_task_id(job_id, job_type, index)]):
                 cleared.append(job_id)
             elif job_id not in suspects:
                 newly_suspected[job_id] = first_seen
@@ -170,14 +178,3 @@ class Reaper:
         log.warning("job %s: %s", job_id, message)
         self.jobs.log(job_id, message)
 
-
-def _queued_task_ids(client: redis.Redis, queue: str) -> set[str]:
-    """Task ids of the messages waiting in a Celery queue on the Redis transport (a list
-    named after the queue, each entry a JSON message with the task id in its headers)."""
-    ids = set()
-    for raw in client.lrange(queue, 0, -1):
-        try:
-            ids.add(json.loads(raw)["headers"]["id"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return ids
