@@ -2,7 +2,9 @@
 name) and the three workers (which each register their own tasks)."""
 from __future__ import annotations
 
+import redis
 from celery import Celery
+from kombu.transport import redis as kombu_redis
 
 from ssdstack.redis_client import is_sentinel
 from ssdstack.settings import CommonSettings
@@ -12,6 +14,34 @@ from ssdstack.settings import CommonSettings
 # ssdstack.detect_protocol; every send names its queue.
 TRAIN_QUEUE, CONVERT_QUEUE, INFER_QUEUE = "train", "convert", "infer"
 QUEUES = (TRAIN_QUEUE, CONVERT_QUEUE, INFER_QUEUE)
+
+
+class _ClosedIsLost:
+    """A kombu Redis channel that, used after its connection closed, fails as a lost
+    connection. Celery 5.7 / kombu 5.7 run the acks still pending when Redis drops on the
+    closed channel; kombu's own channel then raises AttributeError, which ends the worker
+    ("Unrecoverable error"), where a connection error is logged and ridden out."""
+
+    def _connparams(self, asynchronous=False):
+        if self.connection is None or self.connection.client is None:
+            raise redis.ConnectionError("the broker connection is closed")
+        return super()._connparams(asynchronous)
+
+
+class _Channel(_ClosedIsLost, kombu_redis.Channel):
+    pass
+
+
+class _SentinelChannel(_ClosedIsLost, kombu_redis.SentinelChannel):
+    pass
+
+
+class RedisTransport(kombu_redis.Transport):
+    Channel = _Channel
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = _SentinelChannel
 
 
 def create_app(settings: CommonSettings, name: str = "ssdstack") -> Celery:
@@ -28,6 +58,7 @@ def create_app(settings: CommonSettings, name: str = "ssdstack") -> Celery:
         result_serializer="json",
         accept_content=["json"],
         task_default_queue=INFER_QUEUE,
+        broker_transport=f"{__name__}:{'SentinelTransport' if is_sentinel(settings.redis_url) else 'RedisTransport'}",
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         result_expires=3600,
