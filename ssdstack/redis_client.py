@@ -3,15 +3,21 @@
 the form Celery and kombu take, with the group's name in ``SSDSTACK_REDIS_SENTINEL_MASTER``).
 
 With Sentinel, every command goes to the group's current master; after a failover the
-client finds the new one on its next connection.
+client finds the new one on its next connection. :func:`ride_out` retries a call while
+Redis cannot be reached.
 """
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
+import kombu.exceptions
 import redis
 from redis.sentinel import Sentinel
 
+log = logging.getLogger(__name__)
 SENTINEL_SCHEME = "sentinel://"
 SENTINEL_SEPARATOR = ";"
 
@@ -43,3 +49,24 @@ def connect(url: str, sentinel_master: str = "mymaster", **options) -> redis.Red
     timeouts = {key: options[key] for key in ("socket_timeout", "socket_connect_timeout") if key in options}
     return Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts).master_for(
         sentinel_master, db=db, password=password, **options)
+
+
+# Redis (records or broker) out of reach for now.
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
+FIRST_RETRY_S, MAX_RETRY_S = 0.5, 5.0
+
+
+def ride_out(grace_s: float, call: Callable, *args, **kwargs):
+    """``call(*args, **kwargs)``, tried again while Redis cannot be reached, for up to
+    ``grace_s`` seconds; then the last error is raised."""
+    deadline = time.monotonic() + grace_s
+    delay = FIRST_RETRY_S
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except UNREACHABLE as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis out of reach (%s); %s again in %.1f s", error, getattr(call, "__name__", call), delay)
+            time.sleep(delay)
+            delay = min(2 * delay, MAX_RETRY_S)

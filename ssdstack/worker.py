@@ -47,7 +47,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-import kombu.exceptions
 import redis
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
@@ -60,6 +59,7 @@ from ssdstack.jobs.pipeline import (JOB_TYPES, JobType, Route, StageRunner, reco
 from ssdstack.jobs.reaper import Reaper
 from ssdstack.jobs.records import SUCCEEDED, TERMINAL, JobStore
 from ssdstack.model_store import remove_stale_scratch
+from ssdstack.redis_client import ride_out
 from ssdstack.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -67,25 +67,6 @@ WORKER_PREFIX = "ssdstack:worker:"
 WORKER_REGISTRY = "ssdstack:workers"
 # Exit status of a worker whose job body did not stop after the watchdog failed its job.
 EXIT_WEDGED = 70
-# Redis (records or broker) out of reach for now.
-UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
-FIRST_RETRY_S, MAX_RETRY_S = 0.5, 5.0
-
-
-def ride_out(grace_s: float, call: Callable, *args, **kwargs):
-    """``call(*args, **kwargs)``, tried again while Redis cannot be reached, for up to
-    ``grace_s`` seconds; then the last error is raised."""
-    deadline = time.monotonic() + grace_s
-    delay = FIRST_RETRY_S
-    while True:
-        try:
-            return call(*args, **kwargs)
-        except UNREACHABLE as error:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("Redis out of reach (%s); %s again in %.1f s", error, getattr(call, "__name__", call), delay)
-            time.sleep(delay)
-            delay = min(2 * delay, MAX_RETRY_S)
 
 
 class _RidingOut:
