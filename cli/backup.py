@@ -24,7 +24,7 @@ from pathlib import Path
 
 import redis
 
-from ssdstack.jobs.records import PREFIX, SUCCEEDED
+from ssdstack.jobs.records import PREFIX, SUCCEEDED, JobStore
 from ssdstack.model_store import ModelStore
 
 FORMAT = 1
@@ -131,10 +131,9 @@ def _job_records(client: redis.Redis) -> list[dict]:
     return [_decoded(raw) for raw in pipe.execute() if raw]
 
 
-def _decoded(raw: dict) -> dict:
-    record = {key.decode(): value.decode() for key, value in raw.items()}
-    record["result"] = json.loads(record.get("result") or "null")
-    return record
+def _decoded(raw: dict[bytes, bytes]) -> dict:
+    """A job record as :meth:`JobStore.decode` reads it, from a client without decoding."""
+    return JobStore.decode({key.decode(): value.decode() for key, value in raw.items()})
 
 
 def consistency_problems(store_dir: Path, records: list[dict]) -> list[str]:
