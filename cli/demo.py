@@ -42,6 +42,13 @@ class DemoConfig:
     timeout_s: float = 1500
 
 
+def upload_synthetic(client: Client, folder: Path, name: str, images: int, classes: int, seed: int):
+    """Generate a synthetic dataset in ``folder``, zip it and upload it as ``name``;
+    ``(its summary, the gateway's description)``."""
+    summary = synthesize(folder / "dataset", images=images, classes=classes, seed=seed)
+    return summary, client.upload_dataset(zip_folder(folder / "dataset", folder / "dataset.zip"), name)
+
+
 def zip_folder(folder: Path, archive: Path) -> Path:
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
         for path in sorted(folder.rglob("*")):
@@ -121,10 +128,9 @@ def run_demo(client: Client, work: Path, config: DemoConfig, out=sys.stdout) -> 
         shutil.rmtree(work)
     work.mkdir(parents=True)
     started = time.monotonic()
-    summary = synthesize(work / "dataset", images=config.images, classes=config.classes, seed=config.seed)
-    say(f"generated {summary.train_images} train + {summary.val_images} val images of {', '.join(summary.categories)}")
     name = f"synth-{int(time.time())}"
-    info = client.upload_dataset(zip_folder(work / "dataset", work / "dataset.zip"), name)
+    summary, info = upload_synthetic(client, work, name, config.images, config.classes, config.seed)
+    say(f"generated {summary.train_images} train + {summary.val_images} val images of {', '.join(summary.categories)}")
     say(f"uploaded dataset {info['name']} ({info['size_bytes'] / 1e6:.1f} MB)")
 
     spec = {"type": "pipeline", "dataset": name, "model": config.model, "architecture": config.architecture,

@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 
 from cli.client import Client
-from cli.demo import zip_folder
+from cli.demo import upload_synthetic
 from cli.localstack import LocalStack
 from cli.processes import free_port
 from faults import API_KEY, FAULT_ENV, LIVENESS_MAX_AGE, MODEL, Timeline, liveness_ok, job_or_none, log_has
 from polling import wait_for
-from ssdstack.datasets.synth import synthesize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMES_FILE = REPO_ROOT / "var" / "fault-times.json"
@@ -75,8 +74,7 @@ def client(stack):
 @pytest.fixture(scope="module")
 def dataset(client: Client, tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("data")
-    synthesize(folder / "synth", images=96, classes=2, seed=3)
-    client.upload_dataset(zip_folder(folder / "synth", folder / "synth.zip"), "faults")
+    upload_synthetic(client, folder, "faults", images=96, classes=2, seed=3)
     return "faults"
 
 

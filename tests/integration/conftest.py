@@ -8,12 +8,11 @@ from __future__ import annotations
 import pytest
 
 from cli.client import Client
-from cli.demo import zip_folder
+from cli.demo import upload_synthetic
 from cli.localstack import LocalStack
 from cli.processes import free_port
 from itest import API_KEY, CONFIG, FAST_RECOVERY, MODEL, SECOND_API_KEY
 from polling import wait_for
-from ssdstack.datasets.synth import synthesize
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +36,7 @@ def client(stack):
 @pytest.fixture(scope="session")
 def dataset(client: Client, tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("data")
-    synthesize(folder / "synth", images=CONFIG.images, classes=CONFIG.classes, seed=CONFIG.seed)
-    client.upload_dataset(zip_folder(folder / "synth", folder / "synth.zip"), "synth")
+    upload_synthetic(client, folder, "synth", images=CONFIG.images, classes=CONFIG.classes, seed=CONFIG.seed)
     return "synth"
 
 
