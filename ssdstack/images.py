@@ -26,6 +26,13 @@ _PILLOW_ERRORS = (OSError, SyntaxError, ValueError, NotImplementedError, Overflo
 _BACKGROUND = (255, 255, 255, 255)
 
 
+def open_image(source) -> Image.Image:
+    """``Image.open`` with the formats any upload may be read as (every Pillow plugin
+    but the excluded ones): what detect and dataset ingest both use."""
+    Image.init()  # loads Pillow's plugins, so that Image.ID lists every format
+    return Image.open(source, formats=[name for name in Image.ID if name not in _EXCLUDED_FORMATS])
+
+
 def decode_image(data: bytes, max_pixels: int = 50_000_000, exif_transpose: bool = True) -> np.ndarray:
     """Decode ``data`` (the bytes of an image file) to an ``[H, W, 3]`` uint8 RGB array.
 
@@ -47,10 +54,8 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000, exif_transpose: bool
     """
     if not data:
         raise InvalidImage("empty file")
-    Image.init()  # loads Pillow's plugins, so that Image.ID lists every format
-    formats = [name for name in Image.ID if name not in _EXCLUDED_FORMATS]
     try:
-        with Image.open(io.BytesIO(data), formats=formats) as opened:
+        with open_image(io.BytesIO(data)) as opened:
             _check_pixels(opened.size, max_pixels)
             # Decode every pixel now, inside the try: Pillow decodes lazily, and a
             # truncated file only fails when its pixels are read.

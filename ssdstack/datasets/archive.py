@@ -4,7 +4,10 @@ Member names, types and sizes are all chosen by the uploader: a name may climb o
 the destination, a link may point anywhere, and a few kilobytes may inflate to
 terabytes. So every member is checked before it is written, files are written here
 (never with ``extractall``) with default permissions, and the bytes actually written are
-counted against the limit as well as the sizes the archive declares.
+counted against the limit as well as the sizes the archive declares. What a reader holds
+in memory is bounded before it is read: a zip's member count and directory size come
+from its end record before the directory is listed, and a tar's extended headers (PAX,
+GNU long names) are refused past ``MAX_TAR_HEADER_BYTES`` before their data is read.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import lzma
 import os
 import re
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -21,6 +25,14 @@ from typing import BinaryIO, Callable
 from ssdstack.errors import InvalidArchive
 
 CHUNK_BYTES = 1 << 20
+# A member's path, whole: well under Linux's PATH_MAX (4096) once below the scratch folder.
+MAX_MEMBER_PATH_BYTES = 1024
+# A tar's PAX or GNU long-name header: paths and a few attributes, never megabytes.
+MAX_TAR_HEADER_BYTES = 64 * 1024
+# A zip's central directory entry: 46 bytes, the name, and at most 64 KiB of extra and comment.
+MAX_ZIP_ENTRY_BYTES = 46 + MAX_MEMBER_PATH_BYTES + 2 * 65535
+_EXTENDED_TAR_HEADERS = {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                         tarfile.GNUTYPE_LONGLINK}
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 _ZIP_SPECIAL_TYPES = {
     stat.S_IFLNK: "symlink",
@@ -52,6 +64,8 @@ def unsafe_relative_path(name: str) -> str | None:
         return "is not valid UTF-8"
     if b".." in encoded_parts:
         return "contains a '..' component"
+    if len(name.encode("utf-8")) > MAX_MEMBER_PATH_BYTES:
+        return f"is longer than {MAX_MEMBER_PATH_BYTES} bytes"
     if any(len(part) > 255 for part in encoded_parts):
         return "has a component longer than 255 bytes"
     return None
@@ -71,7 +85,7 @@ def safe_extract(archive: Path, dest: Path, max_members: int, max_unpacked_bytes
     try:
         if zipfile.is_zipfile(archive):
             _extract_zip(archive, dest, budget)
-        elif tarfile.is_tarfile(archive):
+        elif _is_tar(archive):
             _extract_tar(archive, dest, budget)
         else:
             raise InvalidArchive("not a zip or tar archive")
@@ -134,6 +148,10 @@ class _Budget:
 
 
 def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
+    members, directory_bytes = _zip_directory(archive)
+    budget.check_declared(members, 0)
+    if directory_bytes > members * MAX_ZIP_ENTRY_BYTES:
+        raise InvalidArchive(f"the zip's directory is {directory_bytes} bytes for {members} members")
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         budget.check_declared(len(infos), sum(info.file_size for info in infos))
@@ -141,11 +159,55 @@ def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
             _extract_member(dest, info.filename, _zip_kind(info), lambda: zf.open(info), budget)
 
 
+def _zip_directory(archive: Path) -> tuple[int, int]:
+    """(members, central directory bytes) from the zip's end record (its Zip64 one when
+    the counts overflow the classic fields), read from the file's last 64 KiB."""
+    with archive.open("rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        start = max(0, size - (22 + 65535))
+        file.seek(start)
+        tail = file.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) < at + 22:
+            raise InvalidArchive("corrupt archive: the zip has no end record")
+        members, directory_bytes = struct.unpack("<10xHI", tail[at:at + 16])
+        if members != 0xFFFF and directory_bytes != 0xFFFFFFFF:
+            return members, directory_bytes
+        locator = tail[at - 20:at] if at >= 20 else b""
+        if not locator.startswith(b"PK\x06\x07"):
+            raise InvalidArchive("corrupt archive: the zip's Zip64 end record is missing")
+        file.seek(struct.unpack("<Q", locator[8:16])[0])
+        record = file.read(56)
+        if len(record) < 56 or not record.startswith(b"PK\x06\x06"):
+            raise InvalidArchive("corrupt archive: the zip's Zip64 end record is missing")
+        members, directory_bytes = struct.unpack("<QQ", record[32:48])
+        return members, directory_bytes
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header whose extended headers are refused past MAX_TAR_HEADER_BYTES before
+    tarfile reads them (it reads a PAX header's data into memory whole)."""
+
+    def _proc_member(self, tar):
+        if self.type in _EXTENDED_TAR_HEADERS and self.size > MAX_TAR_HEADER_BYTES:
+            raise InvalidArchive(f"a tar extended header of {self.size} bytes, over the limit of "
+                                 f"{MAX_TAR_HEADER_BYTES}")
+        return super()._proc_member(tar)
+
+
+def _is_tar(archive: Path) -> bool:
+    try:
+        with tarfile.open(archive, "r:*", tarinfo=_BoundedTarInfo):
+            return True
+    except tarfile.TarError:
+        return False
+
+
 def _extract_tar(archive: Path, dest: Path, budget: _Budget) -> None:
     # A tar has no index: headers are read as the loop goes, so each one is checked
     # before its data is touched and a huge archive is never listed in full.
     declared = 0
-    with tarfile.open(archive, "r:*") as tar:
+    with tarfile.open(archive, "r:*", tarinfo=_BoundedTarInfo) as tar:
         for count, member in enumerate(tar, start=1):
             declared += member.size
             budget.check_declared(count, declared)

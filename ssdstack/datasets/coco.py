@@ -123,6 +123,8 @@ def read_annotations(path: Path, shown_as: str) -> dict[str, Any]:
         raise InvalidDataset(f"{shown_as} is missing") from None
     except (ValueError, OSError) as exc:  # ValueError covers bad JSON and bad UTF-8
         raise InvalidDataset(f"{shown_as} cannot be read as JSON: {exc}") from None
+    except RecursionError:  # the parser's stack ends before the file's nesting does
+        raise InvalidDataset(f"{shown_as} nests arrays or objects too deeply to be annotations") from None
     if not isinstance(doc, dict):
         raise InvalidDataset(f"{shown_as} must hold a JSON object")
     missing = [key for key in ("images", "annotations", "categories")

@@ -16,10 +16,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from PIL import Image
 
 from ssdstack.datasets.coco import BOX_TOLERANCE_PX, SPLITS, annotation_file
 from ssdstack.errors import InvalidDataset, InvalidInput
+from ssdstack.images import open_image
 
 FORMATS = ("coco", "voc", "text")
 LABELS_FILE = "labels.txt"
@@ -138,7 +138,7 @@ def image_size(path: Path, shown: str, problems: list[str]) -> tuple[int, int] |
         problems.append(f"{shown} is missing")
         return None
     try:
-        with Image.open(path) as image:  # reads the header only
+        with open_image(path) as image:  # reads the header only
             return image.size
     except Exception as exc:  # PIL raises many unrelated types on malformed files
         problems.append(f"{shown} cannot be read as an image: {exc}")

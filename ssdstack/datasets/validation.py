@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from PIL import Image
 
 from ssdstack.datasets.archive import unsafe_relative_path
 from ssdstack.datasets.coco import BOX_TOLERANCE_PX, SPLITS, DatasetSummary, annotation_file, read_annotations
 from ssdstack.errors import InvalidDataset
+from ssdstack.images import open_image
 
 # The smallest SSD300 priors are 30 px on a 300 px input: a box a few pixels across
 # matches none of them and is more often an annotation slip than an object.
@@ -240,7 +240,7 @@ def _check_image_file(path: Path, size: tuple[int, int], max_pixels: int) -> tup
     except OSError as exc:
         return f"cannot be read: {exc}", None
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(io.BytesIO(data)) as image:
             width, height = image.size
             if width * height > max_pixels:
                 return f"has {width * height} pixels, more than the limit of {max_pixels}", None
@@ -249,7 +249,7 @@ def _check_image_file(path: Path, size: tuple[int, int], max_pixels: int) -> tup
             image.verify()
         # verify() checks structure only and leaves the image unusable; a full decode in
         # a fresh handle catches truncated pixel data.
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(io.BytesIO(data)) as image:
             image.load()
     except Exception as exc:  # PIL raises many unrelated types on malformed files
         return f"cannot be decoded: {exc}", None

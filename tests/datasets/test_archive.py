@@ -3,6 +3,8 @@ from __future__ import annotations
 import io
 import stat
 import struct
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -239,3 +241,38 @@ def test_dataset_root_is_ambiguous_with_two_candidate_folders(tmp_path):
     (tmp_path / "b" / "annotations").mkdir(parents=True)
 
     assert find_dataset_root(tmp_path) == tmp_path
+
+
+_PAX_BOMB = """
+import gzip, resource, sys, tarfile
+from pathlib import Path
+from ssdstack.datasets.archive import safe_extract
+from ssdstack.errors import InvalidArchive
+
+folder = Path(sys.argv[1])
+header = tarfile.TarInfo("././@PaxHeader")
+header.type, header.size = tarfile.XHDTYPE, 300 * 1024 * 1024
+with gzip.open(folder / "bomb.tar.gz", "wb", compresslevel=1) as out:
+    out.write(header.tobuf(tarfile.USTAR_FORMAT))
+    for _ in range(300):
+        out.write(bytes(1 << 20))
+    out.write(bytes(1024))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    safe_extract(folder / "bomb.tar.gz", folder / "out", 100, 1 << 30)
+    print("extracted")
+except InvalidArchive as error:
+    print(error.message)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_a_huge_pax_header_is_refused_before_it_is_read(tmp_path):
+    """The measured defect: a 0.3 MB tar.gz whose PAX header is 300 MB drove extraction to
+    919 MB of memory. Its header is now refused from its declared size."""
+    done = subprocess.run([sys.executable, "-c", _PAX_BOMB, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, check=True)
+    message, grown_kib = done.stdout.strip().splitlines()
+    assert int(grown_kib) < 64 * 1024  # peak memory grew by less than 64 MiB
+    assert "extended header of 314572800 bytes" in message
+    assert (tmp_path / "bomb.tar.gz").stat().st_size < 2 * 1024 * 1024  # what the uploader sends

@@ -20,7 +20,7 @@ from PIL import Image
 from inferencer.detector import DEFAULT_MAX_PIXELS, Detector
 from ssdstack.detection.nms import batched_nms
 from ssdstack.errors import InvalidImage, InvalidInput
-from ssdstack.images import decode_image
+from ssdstack.images import decode_image, open_image
 
 MIN_SIDE, MAX_SIDE = 32, 8192
 _BASELINE_SOF = {0xC0: "baseline", 0xC1: "extended sequential"}
@@ -135,9 +135,8 @@ def _orientation(data: bytes) -> int:
 
 
 def _format_name(data: bytes) -> str:
-    Image.init()
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(io.BytesIO(data)) as image:
             return image.format or "an unknown format"
     except (OSError, SyntaxError, ValueError):
         return "not an image Pillow recognises"
