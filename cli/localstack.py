@@ -96,6 +96,8 @@ class LocalStack:
             SSDSTACK_STORE_DIR=str(self.store_dir),
             SSDSTACK_WORK_DIR=str(self.work_dir),
             SSDSTACK_API_KEYS=api_key,
+            # The stack listens on 127.0.0.1 only; its default key is short to type.
+            SSDSTACK_ALLOW_SHORT_API_KEYS="true",
             SSDSTACK_PORT=str(self.gateway_port),
             SSDSTACK_HOST="127.0.0.1",
             SSDSTACK_INFER_CONCURRENCY=str(self.infer_concurrency),

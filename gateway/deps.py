@@ -1,17 +1,15 @@
 """Dependencies shared by the routers, as ``Annotated`` aliases so routes stay short."""
 from __future__ import annotations
 
-import hashlib
-import hmac
-from typing import Annotated
+from typing import Annotated, Literal
 
 from celery import Celery
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from ssdstack.api_keys import Scope
 from ssdstack.checkpoints import CheckpointStore
 from ssdstack.datasets.store import DatasetStore
-from ssdstack.errors import Unauthorized
 from ssdstack.jobs.records import JobStore
 from ssdstack.model_store import ModelStore
 from ssdstack.settings import GatewaySettings
@@ -48,28 +46,36 @@ def get_celery(request: Request) -> Celery:
     return _state(request).celery
 
 
-def require_api_key(
-    request: Request,
-    header_key: Annotated[str | None, Security(_api_key_header)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> None:
-    """Accept ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``."""
-    given = header_key or (bearer.credentials if bearer else None)
-    if not given:
-        raise Unauthorized("missing API key: send X-API-Key or Authorization: Bearer")
-    keys = _state(request).settings.api_keys
-    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
-        raise Unauthorized("invalid API key")
+BodyKind = Literal["json", "image", "upload"]
 
 
-def caller(
-    header_key: Annotated[str | None, Security(_api_key_header)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> str:
-    """Who is calling, as a digest of the API key they presented (checked by
-    :func:`require_api_key`): what scopes their Idempotency-Keys."""
-    given = header_key or (bearer.credentials if bearer else "")
-    return hashlib.sha256(given.encode()).hexdigest()
+class Access:
+    """What a route needs: a key with ``scope``, and a body of ``body`` kind (its size
+    bound). :class:`gateway.guard.Guard` enforces both before the body is read; as a
+    dependency it documents the key in the OpenAPI and gives the caller's identity (the
+    SHA-256 of their key) to the route."""
+
+    def __init__(self, scope: Scope, body: BodyKind = "json"):
+        self.scope, self.body = scope, body
+
+    def __call__(
+        self, request: Request,
+        _header_key: Annotated[str | None, Security(_api_key_header)],
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    ) -> str:
+        return request.state.caller
+
+
+def access_of(dependencies) -> Access | None:
+    """The :class:`Access` among a route's dependencies (None: a public route)."""
+    found = [d.dependency for d in dependencies if isinstance(d.dependency, Access)]
+    return found[-1] if found else None
+
+
+def caller(request: Request) -> str:
+    """Who is calling: the SHA-256 of their API key, as the guard found it. What scopes
+    their Idempotency-Keys and their rate limits."""
+    return request.state.caller
 
 
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
@@ -79,4 +85,6 @@ DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
 CheckpointsDep = Annotated[CheckpointStore, Depends(get_checkpoints)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 CallerDep = Annotated[str, Depends(caller)]
-Authorized = [Depends(require_api_key)]
+Read = [Depends(Access(Scope.READ))]
+Submit = [Depends(Access(Scope.SUBMIT))]
+Admin = [Depends(Access(Scope.ADMIN))]

@@ -24,6 +24,16 @@ def error_response(status: int, code: str, message: str, details=None, headers=N
                         content={"error": {"code": code, "message": message, "details": details}})
 
 
+def domain_response(error: SsdStackError) -> JSONResponse:
+    """The response for a domain error, with the headers its status calls for."""
+    headers = {}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if getattr(error, "retry_after", None) is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    return error_response(error.status, error.code, error.message, error.details, headers or None)
+
+
 def _field(error: dict) -> str:
     """The dotted name of the offending field (``pipeline.epochs``); for a job spec whose
     ``type`` is missing or unknown, ``type``."""
@@ -36,8 +46,7 @@ def _field(error: dict) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(SsdStackError)
     async def domain_error(_: Request, error: SsdStackError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-        return error_response(error.status, error.code, error.message, error.details, headers)
+        return domain_response(error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -62,6 +71,10 @@ def install(app: FastAPI) -> None:
         return await unexpected(request, error)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", f"{type(error).__name__}: {error}")
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        # The body names the request, never the error: its text can hold paths and internals.
+        request_id = getattr(request.state, "request_id", "")
+        log.exception("unhandled error in request %s", request_id)
+        # Answered outside the guard, which adds the header to every other response.
+        return error_response(500, "internal_error", f"an internal error; the gateway's log has it under request id "
+                              f"{request_id}", {"request_id": request_id}, {"X-Request-ID": request_id})

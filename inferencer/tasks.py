@@ -9,6 +9,7 @@ from celery import Celery
 from inferencer.backends import engine_options
 from inferencer.evaluate import evaluate_served
 from inferencer.repository import ModelRepository
+from ssdstack.detect_payloads import DetectPayloads
 from ssdstack.detect_protocol import DETECT_TASK, REPLY_TTL_S, DetectAnswer, DetectError, encode_reply, read_request
 from ssdstack.errors import PreconditionFailed, SsdStackError
 from ssdstack.evaluation import check_map_drop
@@ -16,6 +17,7 @@ from ssdstack.jobs.context import JobContext
 from ssdstack.jobs.pipeline import EVALUATOR
 from ssdstack.jobs.stage_data import Deployed, DeployInput, Evaluated, EvaluateInput
 from ssdstack.model_store import ModelStore
+from ssdstack.redis_client import connect
 from ssdstack.settings import WorkerSettings
 from ssdstack.worker import WorkerRuntime
 
@@ -51,27 +53,34 @@ def stage_runners(settings: WorkerSettings) -> dict:
 
 def register(app: Celery, runtime: WorkerRuntime, repository: ModelRepository) -> None:
     settings = runtime.settings
+    payloads = DetectPayloads(connect(settings.redis_url, settings.redis_sentinel_master, socket_timeout=10,
+                                      socket_connect_timeout=5))
 
     @app.task(name=DETECT_TASK, ignore_result=True, shared=False)
     def detect(payload: dict) -> None:
         """``payload``: a :class:`~ssdstack.detect_protocol.DetectRequest`. The reply goes to
-        its reply list, which the gateway's request thread waits on with BLPOP (a plain
-        pooled connection; Celery's result consumer is not meant for many threads of one
-        process)."""
+        its reply list, which the gateway waits on with BLPOP (a plain Redis list; Celery's
+        result consumer is not meant for many waiters in one process)."""
         reply_key = payload.get("reply_key") if isinstance(payload, dict) else None
         reply = _detect(payload)
-        if reply_key:
+        if reply_key and reply is not None:
             pipe = runtime.jobs.redis.pipeline()
             pipe.rpush(reply_key, encode_reply(reply))
             pipe.expire(reply_key, REPLY_TTL_S)
             pipe.execute()
 
-    def _detect(payload: dict) -> DetectAnswer | DetectError:
+    def _detect(payload: dict) -> DetectAnswer | DetectError | None:
+        """The reply; None when the image expired (the client stopped waiting): the detect
+        does not start."""
         try:
             request = read_request(payload)
+            image = payloads.take(request.image_key)
+            if image is None:
+                log.info("detect %s not started: its image expired before an inferencer took it", request.image_key)
+                return None
             detector = repository.get(request.model)
             return DetectAnswer.model_validate(detector.detect(
-                request.image(), max_pixels=settings.max_image_pixels, score_threshold=request.score_threshold,
+                image, max_pixels=settings.max_image_pixels, score_threshold=request.score_threshold,
                 iou_threshold=request.iou_threshold, max_detections=request.max_detections))
         except SsdStackError as error:
             return DetectError.of(error)

@@ -1,16 +1,17 @@
 """The detect wire format between the gateway and the inferencers, in one place.
 
-The gateway sends a :class:`DetectRequest` as the only argument of an
-``inferencer.detect`` task on the ``infer`` queue (with an expiry), then waits on the
-request's reply list (``BLPOP`` with a timeout). The inferencer pushes one JSON reply
-there: a :class:`DetectAnswer`, or a :class:`DetectError` (a bad image is the client's
-problem, never a task failure). Both carry a ``schema_version``; a message without one
-is from the previous release, whose fields were the same, and reads as version 1.
+The gateway stores the image in Redis (:mod:`ssdstack.detect_payloads`, under a budget)
+and sends a :class:`DetectRequest`, which names the image's key, as the only argument of
+an ``inferencer.detect`` task on the ``infer`` queue (with an expiry), then waits on the
+request's reply list (``BLPOP`` with a timeout). The inferencer takes the image and
+pushes one JSON reply there: a :class:`DetectAnswer`, or a :class:`DetectError` (a bad
+image is the client's problem, never a task failure). Every message carries a
+``schema_version``. Version 1 requests carried the image in the message; an inferencer of
+this release answers them with an error naming the gateway to upgrade. Replies are the
+same in both versions; a reply without a version reads as version 1.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import uuid
 from typing import Any
@@ -19,9 +20,10 @@ from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ssdstack.celery_app import INFER_QUEUE
+from ssdstack.detect_payloads import IMAGE_PREFIX, new_image_key
 from ssdstack.errors import InvalidInput, ServiceUnavailable, SsdStackError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Task names are part of the wire protocol between services; never rename one lightly.
 DETECT_TASK = "inferencer.detect"
 REPLY_PREFIX = "ssdstack:reply:"
@@ -36,26 +38,21 @@ class _Message(BaseModel):
 
 
 class DetectRequest(_Message):
-    """One image (file bytes, base64) and optional overrides of the model's postprocess."""
+    """Where the image waits (file bytes in a Redis key) and optional overrides of the
+    model's postprocess."""
 
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=SCHEMA_VERSION, le=SCHEMA_VERSION)
     reply_key: str = Field(pattern=rf"^{REPLY_PREFIX}[0-9a-f]{{32}}$")
-    image_b64: str
+    image_key: str = Field(pattern=rf"^{IMAGE_PREFIX}[0-9a-f]{{32}}$")
     model: str | None = None
     score_threshold: float | None = Field(default=None, ge=0, le=1)
     iou_threshold: float | None = Field(default=None, gt=0, le=1)
     max_detections: int | None = Field(default=None, ge=1, le=1000)
 
     @classmethod
-    def for_image(cls, image: bytes, **overrides: Any) -> "DetectRequest":
-        """A request with a fresh reply key."""
-        return cls(reply_key=f"{REPLY_PREFIX}{uuid.uuid4().hex}",
-                   image_b64=base64.b64encode(image).decode("ascii"), **overrides)
-
-    def image(self) -> bytes:
-        try:
-            return base64.b64decode(self.image_b64, validate=True)
-        except (binascii.Error, ValueError) as error:
-            raise InvalidInput(f"image_b64 is not base64: {error}") from None
+    def new(cls, **overrides: Any) -> "DetectRequest":
+        """A request with fresh reply and image keys."""
+        return cls(reply_key=f"{REPLY_PREFIX}{uuid.uuid4().hex}", image_key=new_image_key(), **overrides)
 
 
 class Detection(BaseModel):
@@ -94,6 +91,10 @@ def send_request(app: Celery, request: DetectRequest, expires_s: float) -> None:
 
 def read_request(payload: dict) -> DetectRequest:
     """The request in a task's argument; InvalidInput naming what is wrong."""
+    version = payload.get("schema_version", 1) if isinstance(payload, dict) else None
+    if version != SCHEMA_VERSION:
+        raise InvalidInput(f"detect request version {version}: this inferencer reads version {SCHEMA_VERSION} "
+                           "requests (the image in Redis, not in the message); upgrade the gateway")
     try:
         return DetectRequest.model_validate(payload)
     except ValidationError as error:

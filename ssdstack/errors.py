@@ -47,6 +47,13 @@ class Unauthorized(SsdStackError):
     code = "unauthorized"
 
 
+class Forbidden(SsdStackError):
+    """The key is known, its scope too low for the route."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(SsdStackError):
     status = 404
     code = "not_found"
@@ -83,6 +90,27 @@ class InsufficientStorage(SsdStackError):
 class ServiceUnavailable(SsdStackError):
     status = 503
     code = "service_unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    """The stack is at a bound it keeps (queued detect images); retry after ``retry_after`` s."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message, {"retry_after_s": retry_after})
+        self.retry_after = retry_after
+
+
+class RateLimited(SsdStackError):
+    """The caller's key is past its rate limit; retry after ``retry_after`` s."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message, {"retry_after_s": retry_after})
+        self.retry_after = retry_after
 
 
 class UpstreamTimeout(SsdStackError):

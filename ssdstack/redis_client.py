@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import kombu.exceptions
 import redis
-from redis.sentinel import Sentinel
+import redis.asyncio
 
 log = logging.getLogger(__name__)
 SENTINEL_SCHEME = "sentinel://"
@@ -41,13 +41,15 @@ def sentinel_hosts(url: str) -> tuple[list[tuple[str, int]], str | None, int]:
     return hosts, password, db
 
 
-def connect(url: str, sentinel_master: str = "mymaster", **options) -> redis.Redis:
-    """A client for ``url``; ``options`` are redis-py connection options."""
+def connect(url: str, sentinel_master: str = "mymaster", asynchronous: bool = False, **options):
+    """A client for ``url`` (a ``redis.asyncio`` one when ``asynchronous``); ``options``
+    are redis-py connection options."""
+    library = redis.asyncio if asynchronous else redis
     if not is_sentinel(url):
-        return redis.Redis.from_url(url, **options)
+        return library.Redis.from_url(url, **options)
     hosts, password, db = sentinel_hosts(url)
     timeouts = {key: options[key] for key in ("socket_timeout", "socket_connect_timeout") if key in options}
-    return Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts).master_for(
+    return library.Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts).master_for(
         sentinel_master, db=db, password=password, **options)
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from limits import parse_many
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated, Literal
 
+from ssdstack.api_keys import ApiKey, parse_entry
 from ssdstack.ascend import SOC_VERSIONS
 from ssdstack.redis_client import is_sentinel, sentinel_hosts
 
@@ -115,12 +117,27 @@ class GatewaySettings(CommonSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Comma-separated entries, each `<key>[:<scope>]` or `sha256:<hex digest>[:<scope>]`
+    # (scopes: read, submit, admin; see ssdstack.api_keys).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Keys shorter than 16 characters: only for a stack on 127.0.0.1 (the local stack).
+    allow_short_api_keys: bool = False
+    # Requests per API key across every gateway replica (shared in Redis), in the `limits`
+    # notation: "100/second;3000/minute". Empty: no limit.
+    rate_limit: str = "100/second;3000/minute"
     detect_timeout: float = Field(default=30.0, gt=0)
-    # Threads for blocking endpoints; each detect holds one for up to detect_timeout.
+    # Threads for blocking endpoints (job, model and dataset routes; never a detect wait).
     threads: int = Field(default=64, ge=4, le=1024)
+    max_json_bytes: int = Field(default=1024**2, ge=1024)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_image_bytes: int = Field(default=32 * 1024**2, ge=1)
+    # Detect images wait in Redis for an inferencer: at most this many bytes and this many
+    # images at once, across every replica; beyond either, a detect is answered 503 with
+    # Retry-After before Redis can fill.
+    detect_budget_bytes: int = Field(default=256 * 1024**2, ge=1024)
+    detect_max_queued: int = Field(default=256, ge=1)
+    # Detects one gateway process waits on at once (each holds a Redis connection).
+    detect_max_waiting: int = Field(default=1024, ge=1, le=100_000)
     max_archive_members: int = Field(default=200_000, ge=1)
     max_unpacked_bytes: int = Field(default=20 * 1024**3, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
@@ -132,14 +149,31 @@ class GatewaySettings(CommonSettings):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
-    @field_validator("api_keys")
+    @field_validator("rate_limit")
     @classmethod
-    def _require_keys(cls, value: list[str]) -> list[str]:
-        if not value:
+    def _rate_limit(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError as error:
+                raise ValueError(f"not a rate limit like '100/second;3000/minute': {error}") from None
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _valid_keys(self) -> "GatewaySettings":
+        if not self.api_keys:
             raise ValueError("set at least one API key (comma-separated) in SSDSTACK_API_KEYS")
-        if any(len(key) < 8 for key in value):
-            raise ValueError("API keys must be at least 8 characters long")
-        return value
+        for position, entry in enumerate(self.api_keys, 1):
+            try:
+                parse_entry(entry, self.allow_short_api_keys)
+            except ValueError as error:
+                raise ValueError(f"SSDSTACK_API_KEYS entry {position}: {error}") from None
+        if self.max_image_bytes > self.detect_budget_bytes:
+            raise ValueError("SSDSTACK_DETECT_BUDGET_BYTES must hold at least one image of SSDSTACK_MAX_IMAGE_BYTES")
+        return self
+
+    def keyring(self) -> list[ApiKey]:
+        return [parse_entry(entry, self.allow_short_api_keys) for entry in self.api_keys]
 
 
 @lru_cache

@@ -28,10 +28,10 @@ from ssdstack.model_store import ModelStore
 from ssdstack.settings import GatewaySettings
 
 store, archive = Path(sys.argv[1]), Path(sys.argv[2])
-settings = GatewaySettings(store_dir=store, api_keys=["disk-full-key"], redis_url="redis://127.0.0.1:1/0")
+settings = GatewaySettings(store_dir=store, api_keys=["disk-full-test-key-0"], redis_url="redis://127.0.0.1:1/0")
 with TestClient(create_app(settings)) as client:
     answer = client.post("/v1/datasets", params={"name": "big"}, content=archive.read_bytes(),
-                         headers={"X-API-Key": "disk-full-key", "Content-Type": "application/zip"})
+                         headers={"X-API-Key": "disk-full-test-key-0", "Content-Type": "application/zip"})
 found = {"status": answer.status_code, "body": answer.json()}
 
 models = ModelStore(store)

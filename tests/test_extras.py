@@ -91,7 +91,7 @@ def test_each_install_imports_its_entry_points_and_answers_help(venvs, extra, tm
 
 def _serve_gateway(python: str, redis_url: str, tmp_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = dict(os.environ, PYTHONPATH="", SSDSTACK_REDIS_URL=redis_url, SSDSTACK_API_KEYS="extras-test-key",
+    env = dict(os.environ, PYTHONPATH="", SSDSTACK_REDIS_URL=redis_url, SSDSTACK_API_KEYS="extras-test-key-00000",
                SSDSTACK_PORT=str(port), SSDSTACK_STORE_DIR=str(tmp_path / "store"))
     gateway = subprocess.Popen([python, "-m", "gateway"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
@@ -113,7 +113,7 @@ def test_remote_verbs_work_on_the_plain_install(venvs, clean_redis, tmp_path):
         spec = tmp_path / "convert.json"
         spec.write_text(json.dumps({"type": "convert", "model": "nothing-yet", "version": 1}))
         done = _run([str(venvs[""] / "bin" / "python"), "-c", LOADED_AFTER_CLI, "job", "submit", str(spec)],
-                    venvs[""], env={"SSDSTACK_URL": url, "SSDSTACK_API_KEY": "extras-test-key"})
+                    venvs[""], env={"SSDSTACK_URL": url, "SSDSTACK_API_KEY": "extras-test-key-00000"})
     finally:
         gateway.terminate()
         gateway.wait(20)
@@ -127,10 +127,10 @@ def test_the_gateway_and_the_cli_load_no_runtime_where_every_one_is_installed(cl
     requests and the CLI's remote verbs run without importing any of them."""
     check = ("import json, sys\nfrom fastapi.testclient import TestClient\nfrom gateway.main import create_app\n"
              "from ssdstack.settings import GatewaySettings\n"
-             f"settings = GatewaySettings(redis_url={clean_redis!r}, api_keys=['extras-test-key'], "
+             f"settings = GatewaySettings(redis_url={clean_redis!r}, api_keys=['extras-test-key-00000'], "
              f"store_dir={str(tmp_path / 'store')!r})\n"
              "with TestClient(create_app(settings)) as client:\n"
-             "    key = {'X-API-Key': 'extras-test-key'}\n"
+             "    key = {'X-API-Key': 'extras-test-key-00000'}\n"
              "    assert client.get('/healthz').status_code == 200\n"
              "    assert client.post('/v1/jobs', json={'type': 'convert', 'model': 'm', 'version': 1},"
              " headers=key).status_code == 202\n"

@@ -22,7 +22,7 @@ from inferencer.backends.onnxruntime import OnnxRuntimeEngine
 from ssdstack.celery_app import create_app
 from ssdstack.datasets.store import DatasetStore
 from ssdstack.detect_protocol import DetectAnswer, DetectError, decode_reply, read_request
-from ssdstack.errors import Conflict
+from ssdstack.errors import Conflict, InvalidInput
 from ssdstack.jobs.pipeline import CONVERTER, JOB_TYPES, recorded_outputs, stage_in_message
 from ssdstack.jobs.stage_data import ConvertInput, Converted, Evaluated
 from ssdstack.model_store import ModelStore
@@ -114,15 +114,19 @@ def test_a_pipeline_record_in_flight_before_the_change_runs_on(clean_redis, stor
     assert deploy_input.metrics["served"] == {"AP": 0.5}
 
 
-def test_detect_messages_without_a_schema_version_still_read():
+def test_detect_replies_without_a_schema_version_still_read():
     golden_answer = {key: value for key, value in ANSWERS["detect"].items() if key != "latency_ms"}
     assert decode_reply(json.dumps(golden_answer)) == DetectAnswer.model_validate(golden_answer)
     error = {"error": {"code": "invalid_image", "message": "not an image Pillow can decode", "details": None},
              "status": 400}
     assert isinstance(decode_reply(json.dumps(error)), DetectError)
+
+
+def test_a_previous_gateways_request_is_refused_naming_the_upgrade():
     previous_request = {"reply_key": "ssdstack:reply:" + "0" * 32, "image_b64": "aGk=", "model": None,
                         "score_threshold": None, "iou_threshold": None, "max_detections": None}
-    assert read_request(previous_request).image() == b"hi"
+    with pytest.raises(InvalidInput, match="upgrade the gateway"):
+        read_request(previous_request)
 
 
 def _offered(text: str) -> set[str]:

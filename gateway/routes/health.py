@@ -7,7 +7,7 @@ import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from gateway.deps import Authorized, JobsDep
+from gateway.deps import JobsDep, Read
 from ssdstack.celery_app import QUEUES
 from ssdstack.jobs.records import INDEX, PREFIX
 from ssdstack.worker import live_workers
@@ -35,7 +35,7 @@ def readyz(jobs: JobsDep) -> JSONResponse:
     return JSONResponse(status_code=200 if not missing else 503, content=body)
 
 
-@router.get("/v1/backends", summary="Live workers with their queues and backends", dependencies=Authorized)
+@router.get("/v1/backends", summary="Live workers with their queues and backends", dependencies=Read)
 def backends(jobs: JobsDep) -> dict:
     workers = live_workers(jobs.redis)
     now = time.time()
@@ -44,7 +44,7 @@ def backends(jobs: JobsDep) -> dict:
     return {"workers": workers}
 
 
-@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics", dependencies=Authorized)
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics", dependencies=Read)
 def metrics(jobs: JobsDep) -> str:
     client = jobs.redis
     lines = ["# HELP ssdstack_queue_length Messages waiting in a Celery queue.",

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Header, Query
+from fastapi import APIRouter, Body, Header, Path, Query
 
-from gateway.deps import Authorized, CallerDep, CeleryDep, JobsDep, ModelsDep
+from gateway.deps import CallerDep, CeleryDep, JobsDep, ModelsDep, Read, Submit
 from gateway.errors import BROKER_ERRORS
 from gateway.heartbeats import backend_entries, described
 from ssdstack.errors import BackendUnavailable, ServiceUnavailable
 from ssdstack.jobs.pipeline import JOB_TYPES, JobSpec, send_stage
+from ssdstack.jobs.records import JOB_ID
 from ssdstack.worker import live_workers
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+JobId = Annotated[str, Path(pattern=f"^{JOB_ID.pattern}$", description="a job id, 32 hex digits")]
 
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -23,7 +25,8 @@ IdempotencyKey = Annotated[str | None, Header(
                 "day); the same key with another body is refused with 409.")]
 
 
-@router.post("", status_code=202, summary="Submit a job (train | pipeline | import | export | convert | evaluate)")
+@router.post("", status_code=202, summary="Submit a job (train | pipeline | import | export | convert | evaluate)",
+             dependencies=Submit)
 def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, models: ModelsDep, celery: CeleryDep,
                caller: CallerDep, idempotency_key: IdempotencyKey = None) -> dict:
     job_type = JOB_TYPES[spec.type]
@@ -85,23 +88,24 @@ def _lacking(workers: list[dict], queue: str, service: str, wanted, name: str) -
             f"{service} on the queue needs it: {'; '.join(hints) or 'no worker knows how to install it'}")
 
 
-@router.get("", summary="List jobs, newest first")
+@router.get("", summary="List jobs, newest first", dependencies=Read)
 def list_jobs(jobs: JobsDep, state: State | None = None, type: str | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0)] = 0) -> dict:
     return {"jobs": jobs.list(limit=limit, offset=offset, state=state, job_type=type)}
 
 
-@router.get("/{job_id}", summary="One job: state, stages, progress, result or error")
-def get_job(job_id: str, jobs: JobsDep) -> dict:
+@router.get("/{job_id}", summary="One job: state, stages, progress, result or error", dependencies=Read)
+def get_job(job_id: JobId, jobs: JobsDep) -> dict:
     return jobs.get(job_id)
 
 
-@router.get("/{job_id}/logs", summary="The job's log lines")
-def get_job_logs(job_id: str, jobs: JobsDep) -> dict:
+@router.get("/{job_id}/logs", summary="The job's log lines", dependencies=Read)
+def get_job_logs(job_id: JobId, jobs: JobsDep) -> dict:
     return {"id": job_id, "lines": jobs.logs(job_id)}
 
 
-@router.delete("/{job_id}", status_code=202, summary="Cancel a job (cooperative: it stops at its next check)")
-def cancel_job(job_id: str, jobs: JobsDep) -> dict:
+@router.delete("/{job_id}", status_code=202, summary="Cancel a job (cooperative: it stops at its next check)",
+               dependencies=Submit)
+def cancel_job(job_id: JobId, jobs: JobsDep) -> dict:
     return jobs.request_cancel(job_id)

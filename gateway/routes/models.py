@@ -5,27 +5,27 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path
 
-from gateway.deps import Authorized, JobsDep, ModelsDep
+from gateway.deps import Admin, JobsDep, ModelsDep, Read
 from gateway.heartbeats import missing_engine
 from ssdstack.errors import Conflict, InvalidInput
 from ssdstack.model_store import servable
 from ssdstack.worker import live_workers
 
-router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=Authorized)
+router = APIRouter(prefix="/v1/models", tags=["models"])
 Version = Path(ge=1)
 
 
-@router.get("", summary="List models with their versions and deployed version")
+@router.get("", summary="List models with their versions and deployed version", dependencies=Read)
 def list_models(models: ModelsDep) -> dict:
     return {"models": models.models()}
 
 
-@router.get("/{name}/versions", summary="Every version's manifest")
+@router.get("/{name}/versions", summary="Every version's manifest", dependencies=Read)
 def list_versions(name: str, models: ModelsDep) -> dict:
     return {"name": name, "deployed": models.deployed(name), "versions": models.versions(name)}
 
 
-@router.get("/{name}/versions/{version}", summary="One version's manifest")
+@router.get("/{name}/versions/{version}", summary="One version's manifest", dependencies=Read)
 def get_version(name: str, models: ModelsDep, version: int = Version) -> dict:
     return models.manifest(name, version)
 
@@ -35,7 +35,8 @@ IfMatch = Annotated[str | None, Header(
                                   "otherwise 412 and nothing changes")]
 
 
-@router.post("/{name}/versions/{version}/deploy", summary="Serve this version; inferencers switch without restart")
+@router.post("/{name}/versions/{version}/deploy", summary="Serve this version; inferencers switch without restart",
+             dependencies=Admin)
 def deploy_version(name: str, models: ModelsDep, jobs: JobsDep, version: int = Version,
                    if_match: IfMatch = None) -> dict:
     expected = _version_tag(if_match)

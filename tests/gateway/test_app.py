@@ -11,7 +11,7 @@ from ssdstack.settings import GatewaySettings
 
 
 def test_thread_pool_is_sized_from_settings():
-    app = create_app(GatewaySettings(api_keys="abcdefgh12", threads=77))
+    app = create_app(GatewaySettings(api_keys="abcdefgh12abcdefgh", threads=77))
 
     @app.get("/probe")
     async def probe() -> dict:
@@ -24,7 +24,12 @@ def test_thread_pool_is_sized_from_settings():
 
 @pytest.mark.parametrize("values, words", [
     ({"api_keys": ""}, "SSDSTACK_API_KEYS"),
-    ({"api_keys": "short"}, "at least 8"),
+    ({"api_keys": "short-key"}, "at least 16"),
+    ({"api_keys": "a-placeholder-key-of-length"}, "example value"),
+    ({"api_keys": "changeme-changeme-changeme"}, "example value"),
+    ({"api_keys": "sha256:abc"}, "64 lowercase hex"),
+    ({"api_keys": "abcdefgh12abcdefgh:root"}, "unknown scope"),
+    ({"api_keys": "abcdefgh12abcdefgh", "rate_limit": "lots"}, "rate limit"),
     ({"api_keys": "abcdefgh12", "redis_url": "http://x"}, "redis://"),
     ({"api_keys": "abcdefgh12", "heartbeat_interval": 10, "heartbeat_ttl": 15}, "twice"),
     ({"api_keys": "abcdefgh12", "visibility_timeout": 20, "heartbeat_ttl": 30}, "VISIBILITY"),

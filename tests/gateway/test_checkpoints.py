@@ -7,12 +7,12 @@ from fastapi.testclient import TestClient
 from gateway.main import create_app
 from ssdstack.settings import GatewaySettings
 
-KEY = {"X-API-Key": "abcdefgh12"}
+KEY = {"X-API-Key": "abcdefgh12abcdefgh"}
 
 
 @pytest.fixture()
 def client(tmp_path):
-    app = create_app(GatewaySettings(api_keys="abcdefgh12", store_dir=tmp_path / "store", max_upload_bytes=64))
+    app = create_app(GatewaySettings(api_keys="abcdefgh12abcdefgh", store_dir=tmp_path / "store", max_upload_bytes=64))
     with TestClient(app) as test_client:
         yield test_client
 
