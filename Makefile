@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 export GLOG_v ?= 3
 
-.PHONY: install demo up down status test test-fast test-compose bench bench-train clean
+.PHONY: install demo up down status test test-fast test-compose bench bench-train soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench: install  ## benchmarks; results in bench/results.json
 
 bench-train: install  ## training benchmarks (every architecture, mAP curve); the `training` section of bench/results.json
 	$(PY) -m bench.train --out bench/results.json
+
+soak: install  ## five minutes of detect load at 80 % of the measured maximum; bench/soak.json
+	$(PY) -m bench.soak --out bench/soak.json
 
 clean:
 	rm -rf var .pytest_cache build *.egg-info

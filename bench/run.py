@@ -45,6 +45,19 @@ def _python_module(module: str, *args: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+def stack_serving_a_model(work: Path, **env: str) -> tuple[LocalStack, ModelStore, int]:
+    """A local stack (not started) in a fresh ``work``, whose store holds model "bench"
+    (an untrained ARCHITECTURE, converted for ONNX Runtime) deployed; its version."""
+    shutil.rmtree(work, ignore_errors=True)
+    stack = LocalStack(work / "stack", redis_port=free_port(), gateway_port=free_port(), api_key=API_KEY,
+                       extra_env={"SSDSTACK_INFER_BACKEND": "onnxruntime", **env})
+    store = ModelStore(stack.store_dir)
+    version = int(_python_module("bench.build_model", str(stack.store_dir), "bench", ARCHITECTURE))
+    convert_version(store, "bench", version, "onnxruntime", LocalContext(quiet=True))
+    store.deploy("bench", version)
+    return stack, store, version
+
+
 def engine_benchmark(version_dir: Path, manifest: dict, iterations: int) -> dict:
     engine = select_engine("onnxruntime")
     engine.load(version_dir, manifest)
@@ -107,13 +120,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = REPO_ROOT / "bench" / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    stack = LocalStack(work / "stack", redis_port=free_port(), gateway_port=free_port(), api_key=API_KEY,
-                       extra_env={"SSDSTACK_INFER_BACKEND": "onnxruntime"})
-    store = ModelStore(stack.store_dir)
-    version = int(_python_module("bench.build_model", str(stack.store_dir), "bench", ARCHITECTURE))
-    convert_version(store, "bench", version, "onnxruntime", LocalContext(quiet=True))
-    store.deploy("bench", version)
+    stack, store, version = stack_serving_a_model(work)
     manifest = store.manifest("bench", version)
     version_dir = store.version_dir("bench", version)
 
