@@ -111,12 +111,12 @@ class LocalStack:
     # --- what runs ---------------------------------------------------------------------
 
     def services(self) -> list[ServiceSpec]:
-        """redis, trainer, converter, inferencer, gateway: the order ``up`` starts them in."""
+        """redis, trainer, converter, inferencer, evaluator, gateway: the order ``up`` starts them in."""
 
         supervised = [self.python, "-m", "cli.supervise", "--", self.python, "-m"]
 
-        def worker(name: str, queue: str, *pool: str) -> ServiceSpec:
-            argv = [*supervised, "celery", "-A", f"{name}.worker", "worker", "-Q", queue,
+        def worker(name: str, queue: str, *pool: str, module: str = "") -> ServiceSpec:
+            argv = [*supervised, "celery", "-A", module or f"{name}.worker", "worker", "-Q", queue,
                     "-n", f"{name}@%h", "--pool", *pool, "--loglevel", "INFO"]
             env = dict(self.env, SSDSTACK_HEARTBEAT_FILE=str(self.liveness_path(name)))
             return ServiceSpec(name, argv, env, self.work_dir)
@@ -131,6 +131,7 @@ class LocalStack:
             worker("trainer", "train", "solo"),
             worker("converter", "convert", "solo"),
             worker("inferencer", "infer", "threads", "--concurrency", str(self.infer_concurrency)),
+            worker("evaluator", "evaluate", "solo", module="inferencer.evaluator"),
             ServiceSpec("gateway", [*supervised, "gateway"], self.env),
         ]
 

@@ -1,5 +1,5 @@
-"""The inferencer's Celery tasks: detection requests, and the evaluate and deploy stages
-(see :mod:`ssdstack.jobs.pipeline`)."""
+"""The inferencer's Celery tasks: detection requests (the inferencer process), and the
+evaluate and deploy stages (the evaluator process; see :mod:`ssdstack.jobs.pipeline`)."""
 from __future__ import annotations
 
 import logging
@@ -51,7 +51,11 @@ def stage_runners(settings: WorkerSettings) -> dict:
     return {"evaluate": evaluate, "deploy": deploy}
 
 
-def register(app: Celery, runtime: WorkerRuntime, repository: ModelRepository) -> None:
+def register_stages(app: Celery, runtime: WorkerRuntime) -> None:
+    runtime.serve(app, EVALUATOR, stage_runners(runtime.settings))
+
+
+def register_detect(app: Celery, runtime: WorkerRuntime, repository: ModelRepository) -> None:
     settings = runtime.settings
     payloads = DetectPayloads(connect(settings.redis_url, settings.redis_sentinel_master, socket_timeout=10,
                                       socket_connect_timeout=5))
@@ -87,5 +91,3 @@ def register(app: Celery, runtime: WorkerRuntime, repository: ModelRepository) -
         except Exception as error:  # keep serving; the client gets a 500 with the reason
             log.exception("detect failed")
             return DetectError.of(SsdStackError(f"{type(error).__name__}: {error}"))
-
-    runtime.serve(app, EVALUATOR, stage_runners(settings))

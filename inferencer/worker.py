@@ -25,4 +25,4 @@ app.conf.worker_concurrency = settings.infer_concurrency
 repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend, engine_options(settings))
 runtime = WorkerRuntime("inferencer", [INFER_QUEUE], settings, backends, serving=repository.status)
 runtime.install()
-tasks.register(app, runtime, repository)
+tasks.register_detect(app, runtime, repository)

@@ -12,8 +12,8 @@ from ssdstack.settings import CommonSettings
 # The queues workers take tasks from. Tasks and their routes are declared where they are
 # defined as a protocol: job stages in ssdstack.jobs.pipeline, detection in
 # ssdstack.detect_protocol; every send names its queue.
-TRAIN_QUEUE, CONVERT_QUEUE, INFER_QUEUE = "train", "convert", "infer"
-QUEUES = (TRAIN_QUEUE, CONVERT_QUEUE, INFER_QUEUE)
+TRAIN_QUEUE, CONVERT_QUEUE, INFER_QUEUE, EVALUATE_QUEUE = "train", "convert", "infer", "evaluate"
+QUEUES = (TRAIN_QUEUE, CONVERT_QUEUE, INFER_QUEUE, EVALUATE_QUEUE)
 
 
 class _ClosedIsLost:

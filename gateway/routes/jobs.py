@@ -72,8 +72,10 @@ def missing_backend(spec, workers: list[dict]) -> str:
     if missing or spec.type != "pipeline" or not artefacts:
         return missing
     engines = sorted({entry["name"] for entry in backend_entries(workers, "infer") if entry["artefact"] in artefacts})
-    return _lacking(workers, "infer", "inferencer", lambda entry: entry["artefact"] in artefacts,
-                    " or ".join(engines) or f"one serving {backend}'s artefact")
+    serves = " or ".join(engines) or f"one serving {backend}'s artefact"
+    # The evaluator evaluates the artefact with the same engines, then the inferencers serve it.
+    return (_lacking(workers, "evaluate", "evaluator", lambda entry: entry["artefact"] in artefacts, serves)
+            or _lacking(workers, "infer", "inferencer", lambda entry: entry["artefact"] in artefacts, serves))
 
 
 def _lacking(workers: list[dict], queue: str, service: str, wanted, name: str) -> str:

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Union
 from celery import Celery
 from pydantic import BaseModel, Field
 
-from ssdstack.celery_app import CONVERT_QUEUE, INFER_QUEUE, TRAIN_QUEUE
+from ssdstack.celery_app import CONVERT_QUEUE, EVALUATE_QUEUE, TRAIN_QUEUE
 from ssdstack.jobs.context import JobContext
 from ssdstack.jobs.records import JobStore
 from ssdstack.jobs.specs import ConvertSpec, EvaluateSpec, ExportSpec, ImportSpec, PipelineSpec, TrainSpec
@@ -39,7 +39,10 @@ StageRunner = Callable[[JobContext, BaseModel], StageOutput]
 # Task names are part of the wire protocol between services; never rename one lightly.
 TRAINER = Route(TRAIN_QUEUE, "trainer.train")
 CONVERTER = Route(CONVERT_QUEUE, "converter.convert")
-EVALUATOR = Route(INFER_QUEUE, "inferencer.evaluate")
+# Evaluation and deploy run in their own worker process (the evaluator) on their own
+# queue: a Celery worker shares one pool across its queues, so evaluations on the
+# inferencer would take the threads detection needs.
+EVALUATOR = Route(EVALUATE_QUEUE, "inferencer.evaluate")
 
 
 @dataclass(frozen=True)

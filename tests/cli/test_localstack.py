@@ -98,7 +98,7 @@ def test_environment_points_every_service_at_var_dir(tmp_path):
 def test_services_in_start_order_with_their_commands(tmp_path):
     local = LocalStack(tmp_path / "var", redis_port=6390, python="/py", infer_concurrency=3)
     specs = {spec.name: spec for spec in local.services()}
-    assert list(specs) == ["redis", "trainer", "converter", "inferencer", "gateway"]
+    assert list(specs) == ["redis", "trainer", "converter", "inferencer", "evaluator", "gateway"]
     work = (tmp_path / "var" / "work").resolve()
 
     redis_argv = specs["redis"].argv
@@ -119,10 +119,14 @@ def test_services_in_start_order_with_their_commands(tmp_path):
         "inferencer.worker", "worker", "-Q", "infer", "-n", "inferencer@%h",
         "--pool", "threads", "--concurrency", "3",
     ]
+    assert specs["evaluator"].argv[8:16] == [
+        "inferencer.evaluator", "worker", "-Q", "evaluate", "-n", "evaluator@%h", "--pool", "solo",
+    ]
     assert specs["gateway"].argv == [*supervised, "gateway"]
-    assert all(specs[name].cwd == work for name in ("trainer", "converter", "inferencer"))
+    workers = ("trainer", "converter", "inferencer", "evaluator")
+    assert all(specs[name].cwd == work for name in workers)
     assert all(specs[name].env is local.env for name in ("redis", "gateway"))
-    for name in ("trainer", "converter", "inferencer"):
+    for name in workers:
         assert specs[name].env == dict(local.env, SSDSTACK_HEARTBEAT_FILE=str(work.parent / "run" / f"{name}.alive"))
 
 

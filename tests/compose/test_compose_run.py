@@ -27,7 +27,7 @@ from cli.client import Client
 from cli.demo import DemoConfig, run_demo
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("gateway", "trainer", "converter", "inferencer")
+SERVICES = ("gateway", "trainer", "converter", "inferencer", "evaluator")
 BASE_IMAGE = os.environ.get("SSDSTACK_TEST_BASE_IMAGE", "localhost/python:3.11-slim-bookworm")
 REDIS_IMAGE = os.environ.get("SSDSTACK_TEST_REDIS_IMAGE", "localhost/redis:7")
 PROJECT = "ssdstack-compose-test"

@@ -115,7 +115,7 @@ def pipeline(stack: LocalStack, default_stack: LocalStack, client: Client, datas
     # 3. Redis killed past training, down for twice the liveness window, restarted.
     wait_for(lambda: (client.job(job_id)["stage"] or "") in ("convert", "evaluate", "deploy"), 600,
              "the job to leave the trainer")
-    workers = ("trainer", "converter", "inferencer")
+    workers = ("trainer", "converter", "inferencer", "evaluator")
     line.pids_before_outage = {name: stack.supervised_pid(name) for name in workers}
     stack.kill("redis")
     line.mark("kill_redis")

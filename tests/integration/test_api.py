@@ -109,6 +109,8 @@ def test_every_worker_reports_its_backends(client):
     by_service = {w["service"]: w["backends"] for w in workers}
     assert by_service["converter"] == {"convert": ["onnxruntime"]}  # no atc on this machine
     assert by_service["inferencer"] == {"infer": ["onnxruntime"]}  # no MindX SDK or NPU
+    # Evaluations run in a process of their own, on a queue of their own.
+    assert by_service["evaluator"] == {"evaluate": ["onnxruntime"]}
     assert by_service["trainer"]["train"] == ["mindspore"]
 
 

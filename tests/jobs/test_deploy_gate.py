@@ -7,7 +7,6 @@ import pytest
 
 from converter.service import convert_version
 from inferencer import tasks
-from inferencer.repository import ModelRepository
 from ssdstack.celery_app import create_app
 from ssdstack.jobs.context import LocalContext
 from ssdstack.jobs.pipeline import EVALUATOR, JOB_TYPES
@@ -24,8 +23,8 @@ def evaluate_task(clean_redis, store_with_dataset, tmp_path):
     settings = WorkerSettings(redis_url=clean_redis, store_dir=store_with_dataset.root, work_dir=tmp_path / "work",
                               infer_backend="onnxruntime")
     app = create_app(settings)
-    runtime = WorkerRuntime("inferencer", ["infer"], settings, lambda: {})
-    tasks.register(app, runtime, ModelRepository(store_with_dataset, "onnxruntime"))
+    runtime = WorkerRuntime("evaluator", ["evaluate"], settings, lambda: {})
+    tasks.register_stages(app, runtime)
     return app.tasks[EVALUATOR.task], runtime
 
 
