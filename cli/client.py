@@ -34,10 +34,17 @@ class Client:
     def get(self, path: str, **params) -> dict:
         return self._check(self.http.get(path, params=params))
 
-    def upload_dataset(self, archive: Path, name: str, format: str = "auto") -> dict:
+    def upload_dataset(self, archive: Path, name: str, format: str = "auto", timeout: float = 3600) -> dict:
+        """Upload ``archive`` as dataset ``name`` and wait for its ingest job: the ready
+        dataset's description; ApiError with the job's error when the ingest failed."""
         with open(archive, "rb") as handle:
-            return self._check(self.http.post("/v1/datasets", params={"name": name, "format": format}, content=handle,
-                                              headers={"Content-Type": "application/zip"}))
+            job = self._check(self.http.post("/v1/datasets", params={"name": name, "format": format}, content=handle,
+                                             headers={"Content-Type": "application/zip"}))
+        ended = self.wait(job["id"], timeout)
+        if ended["state"] != "succeeded":
+            raise ApiError(400 if ended.get("error") else 500, {"error": ended.get("error") or {
+                "message": f"the ingest job {ended['state']}"}})
+        return self.get(f"/v1/datasets/{name}")
 
     def upload_checkpoint(self, checkpoint: Path, name: str | None = None) -> dict:
         with open(checkpoint, "rb") as handle:

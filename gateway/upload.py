@@ -20,3 +20,12 @@ async def spooled_body(request: Request, scratch_dir: Path) -> AsyncIterator[Bin
             await run_in_threadpool(spool.write, chunk)
         spool.seek(0)
         yield spool
+
+
+async def save_body(request: Request, dest: Path) -> None:
+    """Write the body to ``dest``, a new file; a body that breaks off leaves it partial
+    (the caller removes it)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with dest.open("xb") as out:
+        async for chunk in request.stream():
+            await run_in_threadpool(out.write, chunk)

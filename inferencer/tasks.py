@@ -1,5 +1,6 @@
 """The inferencer's Celery tasks: detection requests (the inferencer process), and the
-evaluate and deploy stages (the evaluator process; see :mod:`ssdstack.jobs.pipeline`)."""
+evaluate, deploy and ingest stages (the evaluator process; see
+:mod:`ssdstack.jobs.pipeline`)."""
 from __future__ import annotations
 
 import logging
@@ -9,13 +10,15 @@ from celery import Celery
 from inferencer.backends import engine_options
 from inferencer.evaluate import evaluate_served
 from inferencer.repository import ModelRepository
+from ssdstack.datasets.store import DatasetStore, UploadLimits
 from ssdstack.detect_payloads import DetectPayloads
 from ssdstack.detect_protocol import DETECT_TASK, REPLY_TTL_S, DetectAnswer, DetectError, encode_reply, read_request
 from ssdstack.errors import PreconditionFailed, SsdStackError
 from ssdstack.evaluation import check_map_drop
 from ssdstack.jobs.context import JobContext
 from ssdstack.jobs.pipeline import EVALUATOR
-from ssdstack.jobs.stage_data import Deployed, DeployInput, Evaluated, EvaluateInput
+from ssdstack.jobs.specs import IngestSpec
+from ssdstack.jobs.stage_data import Deployed, DeployInput, Evaluated, EvaluateInput, Ingested
 from ssdstack.model_store import ModelStore
 from ssdstack.redis_client import connect
 from ssdstack.settings import WorkerSettings
@@ -25,8 +28,9 @@ log = logging.getLogger(__name__)
 
 
 def stage_runners(settings: WorkerSettings) -> dict:
-    """Stage name -> function, for the inferencer's stages."""
+    """Stage name -> function, for the evaluator's stages."""
     store = ModelStore(settings.store_dir)
+    datasets = DatasetStore(settings.store_dir)
 
     def evaluate(ctx: JobContext, data: EvaluateInput) -> Evaluated:
         served = evaluate_served(settings.store_dir, data.model, data.version, data.dataset, data.split,
@@ -48,7 +52,14 @@ def stage_runners(settings: WorkerSettings) -> dict:
         ctx.log(f"deployed {data.model} version {data.version}")
         return Deployed(deployed=record)
 
-    return {"evaluate": evaluate, "deploy": deploy}
+    def ingest(ctx: JobContext, spec: IngestSpec) -> Ingested:
+        limits = UploadLimits(max_bytes=settings.max_upload_bytes, max_members=settings.max_archive_members,
+                              max_unpacked_bytes=settings.max_unpacked_bytes, max_pixels=settings.max_image_pixels)
+        info = datasets.ingest_upload(spec.dataset, spec.upload, limits, spec.format, ctx.job_id)
+        ctx.log(f"dataset {spec.dataset} is ready: {info['splits']}")
+        return Ingested(dataset=info)
+
+    return {"evaluate": evaluate, "deploy": deploy, "ingest": ingest}
 
 
 def register_stages(app: Celery, runtime: WorkerRuntime) -> None:

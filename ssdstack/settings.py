@@ -40,6 +40,12 @@ class CommonSettings(BaseSettings):
     job_retention: int = Field(default=30 * 24 * 3600, ge=60)
     # A job whose worker died this many times (its lease expired mid-stage) fails.
     max_attempts: int = Field(default=3, ge=1, le=100)
+    # Dataset uploads: the archive (the gateway's bound), its members and unpacked bytes,
+    # and each image's pixels (the ingest stage's bounds, and detect's).
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_archive_members: int = Field(default=200_000, ge=1)
+    max_unpacked_bytes: int = Field(default=20 * 1024**3, ge=1)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
 
     @model_validator(mode="after")
     def _coherent_timing(self) -> "CommonSettings":
@@ -81,7 +87,6 @@ class WorkerSettings(CommonSettings):
     infer_concurrency: int = Field(default=4, ge=1, le=64)
     # Threads one ONNX Runtime run may use (0: one per physical core).
     infer_intra_op_threads: int = Field(default=0, ge=0, le=256)
-    max_image_pixels: int = Field(default=50_000_000, ge=1)
     # Ascend chip ("Ascend310P3"): the converter's default ATC target, and the chip an
     # inferencer serves on ("" = ask npu-smi).
     ascend_soc_version: str = ""
@@ -129,7 +134,6 @@ class GatewaySettings(CommonSettings):
     # Threads for blocking endpoints (job, model and dataset routes; never a detect wait).
     threads: int = Field(default=64, ge=4, le=1024)
     max_json_bytes: int = Field(default=1024**2, ge=1024)
-    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_image_bytes: int = Field(default=32 * 1024**2, ge=1)
     # Detect images wait in Redis for an inferencer: at most this many bytes and this many
     # images at once, across every replica; beyond either, a detect is answered 503 with
@@ -138,9 +142,6 @@ class GatewaySettings(CommonSettings):
     detect_max_queued: int = Field(default=256, ge=1)
     # Detects one gateway process waits on at once (each holds a Redis connection).
     detect_max_waiting: int = Field(default=1024, ge=1, le=100_000)
-    max_archive_members: int = Field(default=200_000, ge=1)
-    max_unpacked_bytes: int = Field(default=20 * 1024**3, ge=1)
-    max_image_pixels: int = Field(default=50_000_000, ge=1)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
 """A full store, for real: a 4 MiB tmpfs mounted in a private mount namespace
 (``unshare -Urm``, no root needed) holds the store. A dataset upload that does not fit
-answers 507 and leaves nothing; a version being published that does not fit leaves no
-version and no scratch."""
+answers 507 and leaves nothing; an ingest whose archive fits but whose dataset does not
+fails and leaves nothing; a version being published that does not fit leaves no version
+and no scratch."""
 from __future__ import annotations
 
 import json
@@ -24,15 +25,25 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from gateway.main import create_app
+from ssdstack.datasets.store import DatasetStore, UploadLimits
 from ssdstack.model_store import ModelStore
 from ssdstack.settings import GatewaySettings
 
 store, archive = Path(sys.argv[1]), Path(sys.argv[2])
 settings = GatewaySettings(store_dir=store, api_keys=["disk-full-test-key-0"], redis_url="redis://127.0.0.1:1/0")
-with TestClient(create_app(settings)) as client:
-    answer = client.post("/v1/datasets", params={"name": "big"}, content=archive.read_bytes(),
+with TestClient(create_app(settings)) as client:  # twice the archive does not fit
+    answer = client.post("/v1/datasets", params={"name": "big"}, content=archive.read_bytes() * 2,
                          headers={"X-API-Key": "disk-full-test-key-0", "Content-Type": "application/zip"})
 found = {"status": answer.status_code, "body": answer.json()}
+
+datasets = DatasetStore(store)  # the archive fits, the dataset unpacked from it does not
+upload = datasets.upload_path("0" * 32)
+upload.parent.mkdir(parents=True, exist_ok=True)
+upload.write_bytes(archive.read_bytes())
+try:
+    datasets.ingest_upload("big", "0" * 32, UploadLimits(1 << 30, 1000, 1 << 30, 10**8), "auto", "0" * 32)
+except OSError as error:
+    found["ingest_errno"] = error.errno
 
 models = ModelStore(store)
 try:
@@ -62,5 +73,5 @@ def test_a_full_store_answers_507_and_keeps_nothing_partial(tmp_path):
     assert found["status"] == 507, found["body"]
     assert found["body"]["error"]["code"] == "insufficient_storage"
     assert "nothing of this request was kept" in found["body"]["error"]["message"]
-    assert found["publish_errno"] == 28  # ENOSPC
+    assert found["ingest_errno"] == 28 and found["publish_errno"] == 28  # ENOSPC
     assert found["left"] == [], found["left"]  # no dataset, no version, no scratch

@@ -48,6 +48,7 @@ def test_manifests_deployed_and_dataset_files_still_load(store):
     assert store.deployed("golden") == {key: ANSWERS["deploy"][key] for key in ("backends", "deployed_at", "version")}
     assert_superset("get_version", store.manifest("golden", 1))
     dataset = DatasetStore(store.root).get("golden")
+    assert dataset.pop("state") == "ready"  # a folder of the previous release is a ready dataset
     assert dataset == ANSWERS["get_dataset"]
 
 

@@ -5,10 +5,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, Path, Query
 
-from gateway.deps import CallerDep, CeleryDep, JobsDep, ModelsDep, Read, Submit
+from gateway.deps import CallerDep, CeleryDep, DatasetsDep, JobsDep, ModelsDep, Read, Submit
 from gateway.errors import BROKER_ERRORS
 from gateway.heartbeats import backend_entries, described
-from ssdstack.errors import BackendUnavailable, ServiceUnavailable
+from ssdstack.errors import BackendUnavailable, Conflict, NotFound, ServiceUnavailable
 from ssdstack.jobs.pipeline import JOB_TYPES, JobSpec, send_stage
 from ssdstack.jobs.records import JOB_ID
 from ssdstack.worker import live_workers
@@ -27,9 +27,10 @@ IdempotencyKey = Annotated[str | None, Header(
 
 @router.post("", status_code=202, summary="Submit a job (train | pipeline | import | export | convert | evaluate)",
              dependencies=Submit)
-def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, models: ModelsDep, celery: CeleryDep,
-               caller: CallerDep, idempotency_key: IdempotencyKey = None) -> dict:
+def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, models: ModelsDep, datasets: DatasetsDep,
+               celery: CeleryDep, caller: CallerDep, idempotency_key: IdempotencyKey = None) -> dict:
     job_type = JOB_TYPES[spec.type]
+    _require_ready(datasets, getattr(spec, "dataset", None))
     body = spec.model_dump(mode="json")
     if spec.type == "pipeline" and spec.deploy and spec.deploy_if_match is None:
         spec = spec.model_copy(update={"deploy_if_match": models.deployed_version(spec.model) or 0})
@@ -51,6 +52,17 @@ def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, models: ModelsDe
         jobs.fail(job["id"], "broker_unavailable", f"the job could not be queued: {error}")
         raise ServiceUnavailable(f"the job could not be queued: {error}") from error
     return jobs.get(job["id"])
+
+
+def _require_ready(datasets, name: str | None) -> None:
+    """Conflict when dataset ``name`` is being ingested or failed to; one that does not
+    exist is left to the job, which fails naming it."""
+    try:
+        state = datasets.get(name)["state"] if name else "ready"
+    except NotFound:
+        return
+    if state != "ready":
+        raise Conflict(f"dataset {name!r} is not ready: it is {state} (GET /v1/datasets/{name})")
 
 
 def missing_backend(spec, workers: list[dict]) -> str:

@@ -99,6 +99,19 @@ def safe_extract(archive: Path, dest: Path, max_members: int, max_unpacked_bytes
         raise InvalidArchive(f"corrupt archive: {exc}") from exc
 
 
+# What an archive's first bytes are: zip (a local header, or the end record of an empty
+# zip), gzip, bzip2, xz; a plain tar says "ustar" at offset 257.
+_ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+def looks_like_archive(path: Path) -> bool:
+    """Whether the file starts like a zip or a (compressed) tar: a check of its first
+    bytes, before an ingest job is made for it."""
+    with path.open("rb") as file:
+        head = file.read(512)
+    return head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar"
+
+
 def find_dataset_root(extracted: Path) -> Path:
     """The folder of an extracted archive that holds a dataset.
 

@@ -2,9 +2,14 @@
 
 Layout under ``store_dir``: ``datasets/<name>/`` holds one dataset (COCO layout plus
 ``dataset.json``; Pascal VOC and text-format uploads are converted to COCO on the way
-in); ``.tmp/<uuid>/`` is scratch space for an upload in progress. An
-upload is streamed, extracted and validated entirely in scratch and then moved into
-``datasets/`` with one ``os.rename``, so readers see a dataset whole or not at all.
+in); ``.tmp/uploads/<id>.upload`` is an uploaded archive waiting for its ingest job;
+``.tmp/<uuid>/`` is scratch space for an ingest in progress. An archive is extracted and
+validated entirely in scratch and then moved into ``datasets/`` with one ``os.rename``,
+so readers see a dataset whole or not at all.
+
+A dataset has a state: ``ready`` (its folder), or ``ingesting`` / ``failed`` (with the
+reasons), kept in ``datasets/.states/<name>.json`` from the upload until the dataset is
+ready. Only a ready dataset can be trained or evaluated on.
 """
 from __future__ import annotations
 
@@ -17,18 +22,20 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from ssdstack.datasets.archive import find_dataset_root, safe_extract
 from ssdstack.datasets.coco import SPLITS
 from ssdstack.datasets.convert import as_coco
 from ssdstack.datasets.layout import detect_format
 from ssdstack.durable import publish_rename
-from ssdstack.errors import Conflict, InvalidDataset, InvalidInput, NotFound, PayloadTooLarge
+from ssdstack.errors import Conflict, InvalidDataset, InvalidInput, NotFound, PayloadTooLarge, SsdStackError
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 CHUNK_BYTES = 1 << 20
 INFO_FILE = "dataset.json"
+STATES_DIR = ".states"
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,54 @@ class DatasetStore:
     def __init__(self, store_dir: Path):
         self.datasets_dir = Path(store_dir) / "datasets"
         self.tmp_dir = Path(store_dir) / ".tmp"
+        self.uploads_dir = self.tmp_dir / "uploads"
+        self.states_dir = self.datasets_dir / STATES_DIR
+
+    @staticmethod
+    def check_name(name: str) -> str:
+        if not NAME_PATTERN.match(name):
+            raise InvalidInput(
+                f"invalid dataset name {name!r}: use 1-63 characters a-z, 0-9, '.', '_', '-', "
+                "starting with a letter or digit"
+            )
+        return name
+
+    def upload_path(self, upload_id: str) -> Path:
+        """Where the archive of upload ``upload_id`` (32 hex digits) waits for its ingest."""
+        if not UPLOAD_ID.match(upload_id):
+            raise InvalidInput(f"{upload_id!r} is not an upload id")
+        return self.uploads_dir / f"{upload_id}.upload"
+
+    # -- states ---------------------------------------------------------------------
+
+    def check_available(self, name: str, job_ended: Callable[[str], bool]) -> None:
+        """Conflict when ``name`` is a ready dataset or an ingest whose job has not ended."""
+        self.check_name(name)
+        if (self.datasets_dir / name / INFO_FILE).is_file():
+            raise Conflict(f"dataset {name!r} already exists")
+        record = self._state(name)
+        if record and record["state"] == "ingesting" and not job_ended(record["job"]):
+            raise Conflict(f"dataset {name!r} is being ingested by job {record['job']}")
+
+    def begin_ingest(self, name: str, job_id: str) -> dict[str, Any]:
+        return self._write_state(name, {"name": name, "state": "ingesting", "job": job_id})
+
+    def fail_ingest(self, name: str, job_id: str, error: dict[str, Any]) -> dict[str, Any]:
+        return self._write_state(name, {"name": name, "state": "failed", "job": job_id, "error": error})
+
+    def _state(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.states_dir / f"{name}.json").read_text())
+        except FileNotFoundError:
+            return None
+
+    def _write_state(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
+        record = dict(record, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        self.states_dir.mkdir(parents=True, exist_ok=True)
+        staged = self.states_dir / f".{name}.{uuid.uuid4().hex}"
+        staged.write_text(json.dumps(record))
+        staged.replace(self.states_dir / f"{name}.json")
+        return record
 
     def ingest_archive(self, source: BinaryIO, name: str, limits: UploadLimits,
                        expected_format: str = "auto") -> dict[str, Any]:
@@ -60,11 +115,7 @@ class DatasetStore:
         InvalidDataset (any validation error, or a format other than ``expected_format``
         when that is not ``auto``) for bad content; then nothing is stored.
         """
-        if not NAME_PATTERN.match(name):
-            raise InvalidInput(
-                f"invalid dataset name {name!r}: use 1-63 characters a-z, 0-9, '.', '_', '-', "
-                "starting with a letter or digit"
-            )
+        self.check_name(name)
         target = self.datasets_dir / name
         if target.exists():
             raise Conflict(f"dataset {name!r} already exists")
@@ -111,31 +162,63 @@ class DatasetStore:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
                     raise Conflict(f"dataset {name!r} already exists") from None
                 raise
+            (self.states_dir / f"{name}.json").unlink(missing_ok=True)  # ready: its folder says so
             return info
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def ingest_upload(self, name: str, upload_id: str, limits: UploadLimits, expected_format: str,
+                      job_id: str) -> dict[str, Any]:
+        """:meth:`ingest_archive` of upload ``upload_id``, which is then removed. A refused
+        archive or dataset becomes the dataset's ``failed`` state, with the reasons."""
+        upload = self.upload_path(upload_id)
+        try:
+            with upload.open("rb") as source:
+                return self.ingest_archive(source, name, limits, expected_format)
+        except FileNotFoundError:
+            error = InvalidInput(f"upload {upload_id} is gone: an earlier run of this ingest removed it")
+            self.fail_ingest(name, job_id, error.to_dict())
+            raise error from None
+        except SsdStackError as error:
+            self.fail_ingest(name, job_id, error.to_dict())
+            raise
+        finally:
+            upload.unlink(missing_ok=True)
+
     def list(self) -> list[dict[str, Any]]:
-        """Every stored dataset's ``dataset.json`` content, sorted by name."""
+        """Every dataset, sorted by name: a ready one's ``dataset.json`` content with
+        ``"state": "ready"``, or the state record of one being ingested or that failed."""
         if not self.datasets_dir.is_dir():
             return []
-        return [
-            json.loads((folder / INFO_FILE).read_text())
-            for folder in sorted(self.datasets_dir.iterdir())
-            if (folder / INFO_FILE).is_file()
-        ]
+        ready = {folder.name: dict(json.loads((folder / INFO_FILE).read_text()), state="ready")
+                 for folder in self.datasets_dir.iterdir() if (folder / INFO_FILE).is_file()}
+        states = {path.stem: json.loads(path.read_text()) for path in self.states_dir.glob("*.json")}
+        return [{**states, **ready}[name] for name in sorted(states | ready)]
 
     def get(self, name: str) -> dict[str, Any]:
-        """Dataset ``name``'s ``dataset.json`` content; NotFound if absent."""
-        return json.loads((self.path(name) / INFO_FILE).read_text())
+        """Dataset ``name`` as :meth:`list` shows it; NotFound if there is none."""
+        if not NAME_PATTERN.match(name):
+            raise NotFound(f"no dataset named {name!r}")
+        folder = self.datasets_dir / name
+        if (folder / INFO_FILE).is_file():
+            return dict(json.loads((folder / INFO_FILE).read_text()), state="ready")
+        record = self._state(name)
+        if record is None:
+            raise NotFound(f"no dataset named {name!r}")
+        return record
 
     def path(self, name: str) -> Path:
-        """The folder of dataset ``name`` (COCO layout root); NotFound if absent."""
+        """The folder of ready dataset ``name`` (COCO layout root); NotFound if absent,
+        Conflict while it is being ingested or after its ingest failed."""
         # The pattern check also keeps names like "../x" from reaching the filesystem.
         folder = self.datasets_dir / name
-        if not NAME_PATTERN.match(name) or not (folder / INFO_FILE).is_file():
+        if NAME_PATTERN.match(name) and (folder / INFO_FILE).is_file():
+            return folder
+        record = self._state(name) if NAME_PATTERN.match(name) else None
+        if record is None:
             raise NotFound(f"no dataset named {name!r}")
-        return folder
+        raise Conflict(f"dataset {name!r} is not ready: it is {record['state']} (job {record['job']})",
+                       details={"dataset": record})
 
 
 def _copy_limited(source: BinaryIO, dest: Path, max_bytes: int) -> tuple[str, int]:

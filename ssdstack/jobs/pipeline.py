@@ -20,9 +20,9 @@ from pydantic import BaseModel, Field
 from ssdstack.celery_app import CONVERT_QUEUE, EVALUATE_QUEUE, TRAIN_QUEUE
 from ssdstack.jobs.context import JobContext
 from ssdstack.jobs.records import JobStore
-from ssdstack.jobs.specs import ConvertSpec, EvaluateSpec, ExportSpec, ImportSpec, PipelineSpec, TrainSpec
+from ssdstack.jobs.specs import ConvertSpec, EvaluateSpec, ExportSpec, ImportSpec, IngestSpec, PipelineSpec, TrainSpec
 from ssdstack.jobs.stage_data import (Converted, ConvertInput, Deployed, DeployInput, Evaluated, EvaluateInput,
-                                      Published, StageOutput, Trained)
+                                      Ingested, Published, StageOutput, Trained)
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,10 @@ StageRunner = Callable[[JobContext, BaseModel], StageOutput]
 # Task names are part of the wire protocol between services; never rename one lightly.
 TRAINER = Route(TRAIN_QUEUE, "trainer.train")
 CONVERTER = Route(CONVERT_QUEUE, "converter.convert")
-# Evaluation and deploy run in their own worker process (the evaluator) on their own
-# queue: a Celery worker shares one pool across its queues, so evaluations on the
-# inferencer would take the threads detection needs.
+# Evaluation, deploy and dataset ingest run in their own worker process (the evaluator)
+# on their own queue: a Celery worker shares one pool across its queues, so evaluations on
+# the inferencer would take the threads detection needs, and ingest in the gateway its
+# memory and request time.
 EVALUATOR = Route(EVALUATE_QUEUE, "inferencer.evaluate")
 
 
@@ -70,6 +71,8 @@ CONVERT = Stage("convert", CONVERTER, ConvertInput, Converted)
 EVALUATE = Stage("evaluate", EVALUATOR, EvaluateInput, Evaluated)
 # The deploy gate (max_map_drop), then the version is served.
 DEPLOY = Stage("deploy", EVALUATOR, DeployInput, Deployed)
+# Unpack, validate and store an uploaded dataset archive.
+INGEST = Stage("ingest", EVALUATOR, IngestSpec, Ingested)
 
 
 HOUR = 3600.0
@@ -132,10 +135,14 @@ JOB_TYPES: dict[str, JobType] = {job.name: job for job in (
     JobType("export", ExportSpec, (LOAD, EXPORT)),
     JobType("convert", ConvertSpec, (CONVERT,)),
     JobType("evaluate", EvaluateSpec, (EVALUATE,)),
+    JobType("ingest", IngestSpec, (INGEST,)),
 )}
+# Jobs another route makes (POST /v1/datasets makes ingest jobs).
+MADE_BY_ROUTES = {"ingest"}
 
 # What POST /v1/jobs accepts: one of the job types' specs, told apart by ``type``.
-JobSpec = Annotated[Union[tuple(job.spec for job in JOB_TYPES.values())], Field(discriminator="type")]
+JobSpec = Annotated[Union[tuple(job.spec for job in JOB_TYPES.values() if job.name not in MADE_BY_ROUTES)],
+                    Field(discriminator="type")]
 
 
 def merge(*parts: dict[str, Any]) -> dict[str, Any]:

@@ -154,3 +154,12 @@ class PipelineSpec(TrainSpec):
                                         "default: the one deployed when the job is submitted, so that a deploy "
                                         "made meanwhile is kept")
 
+
+class IngestSpec(_Spec):
+    """Unpack, validate and store an uploaded dataset archive. Made by ``POST
+    /v1/datasets`` (which spooled the archive as ``upload``), never submitted directly."""
+
+    type: Literal["ingest"] = "ingest"
+    dataset: Name
+    format: Literal["auto", "coco", "voc", "text"] = "auto"
+    upload: str = Field(pattern=r"^[0-9a-f]{32}$", description="the spooled archive's id")

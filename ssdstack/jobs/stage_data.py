@@ -148,3 +148,12 @@ class Deployed(StageOutput):
         if self.skipped is not None:
             return {"deploy_skipped": self.skipped}
         return {"deployed": self.deployed} if self.deployed is not None else {}
+
+
+class Ingested(StageOutput):
+    """A dataset stored (ingest): its ``dataset.json``."""
+
+    dataset: dict[str, Any]
+
+    def result(self) -> dict[str, Any]:
+        return {"dataset": self.dataset}

@@ -204,7 +204,7 @@ def test_existing_name_is_a_conflict(tmp_path, coco_root):
     with pytest.raises(Conflict):
         store.ingest_archive(io.BytesIO(payload), "pets", LIMITS)
 
-    assert store.get("pets") == first
+    assert store.get("pets") == dict(first, state="ready")
 
 
 def test_upload_that_loses_the_race_is_a_conflict(tmp_path, coco_root, monkeypatch):
@@ -222,7 +222,7 @@ def test_upload_that_loses_the_race_is_a_conflict(tmp_path, coco_root, monkeypat
     with pytest.raises(Conflict):
         store.ingest_archive(io.BytesIO(zip_folder(coco_root)), "pets", LIMITS)
 
-    assert store.get("pets") == {"name": "pets", "winner": True}
+    assert store.get("pets") == {"name": "pets", "winner": True, "state": "ready"}
     assert list((tmp_path / "store" / ".tmp").iterdir()) == []
 
 

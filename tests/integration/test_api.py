@@ -98,10 +98,14 @@ def test_a_bad_upload_leaves_nothing(client, stack, tmp_path):
         out.writestr("../escape.txt", "x")
     with pytest.raises(ApiError) as raised:
         client.upload_dataset(archive, "bad")
-    assert raised.value.status == 400
-    assert "bad" not in [d["name"] for d in client.get("/v1/datasets")["datasets"]]
-    assert not any(entry.name != "stage" and not entry.name.startswith("stage-")
-                   for entry in (stack.store_dir / ".tmp").iterdir())  # an upload's scratch is gone
+    assert raised.value.status == 400 and "escape" in str(raised.value)
+    listed = {d["name"]: d for d in client.get("/v1/datasets")["datasets"]}
+    assert listed["bad"]["state"] == "failed" and listed["bad"]["error"]["code"] == "invalid_archive"
+    assert not (stack.store_dir / "datasets" / "bad").exists()
+    scratch = stack.store_dir / ".tmp"
+    assert not any(entry.name not in ("stage", "uploads") and not entry.name.startswith("stage-")
+                   for entry in scratch.iterdir())  # an ingest's scratch is gone
+    assert not any((scratch / "uploads").iterdir())  # and so is the upload
 
 
 def test_every_worker_reports_its_backends(client):

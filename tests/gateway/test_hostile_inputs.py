@@ -10,21 +10,18 @@ import io
 import json
 import struct
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
 
 import pytest
-import redis
-from fastapi.testclient import TestClient
 
-from gateway.main import create_app
 from ssdstack.datasets.synth import synthesize
-from ssdstack.settings import GatewaySettings
 
-KEY = {"X-API-Key": "hostile-corpus-key-0000"}
-MAX_MEMBERS, MAX_UNPACKED = 200, 32 * 1024 * 1024
+from ingest_gateway import KEY, MAX_MEMBERS, MAX_UNPACKED
+# An ingest job's keys besides its record and log: the job index, and its queue with the
+# message it waits in (the job here runs without taking it).
+JOB_KEYS = {b"ssdstack:jobs", b"evaluate", b"_kombu.binding.evaluate", b"_kombu.binding_permanent.evaluate"}
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -226,27 +223,6 @@ DETECT_UPLOADS = {
 }
 
 
-@pytest.fixture
-def gateway(clean_redis, tmp_path, monkeypatch):
-    """(client, what_is_there): the in-process gateway and a snapshot of everything a
-    request could leave behind."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where multipart uploads are spooled
-    store = tmp_path / "store"
-    settings = GatewaySettings(api_keys=KEY["X-API-Key"], redis_url=clean_redis, store_dir=store, rate_limit="",
-                               max_archive_members=MAX_MEMBERS, max_unpacked_bytes=MAX_UNPACKED,
-                               max_image_bytes=1024 * 1024)
-    keys = redis.Redis.from_url(clean_redis)
-
-    def what_is_there() -> dict:
-        files = {str(p.relative_to(tmp_path)): p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()}
-        return {"files": files, "redis": sorted(keys.keys("*"))}
-
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client, what_is_there
-
-
 def assert_refused(answer, before: dict, after: dict) -> None:
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
     error = answer.json()["error"]
@@ -261,24 +237,37 @@ def test_the_corpus_has_at_least_forty_inputs(hostile_archives):
 
 @pytest.mark.parametrize("case", ARCHIVE_CASES)
 def test_hostile_archives_are_refused_and_leave_nothing(gateway, hostile_archives, case):
-    client, what_is_there = gateway
-    body = hostile_archives[case]
+    """Refused at upload (not an archive at all), or by the ingest job: then the job fails
+    with the reason, the dataset reads ``failed`` with the same reason, and all that is
+    left is the job's record and the dataset's state record."""
+    client, what_is_there, run_job = gateway
     before = what_is_there()
-    answer = client.post("/v1/datasets", params={"name": "hostile"}, content=body,
+    answer = client.post("/v1/datasets", params={"name": "hostile"}, content=hostile_archives[case],
                          headers=dict(KEY, **{"Content-Type": "application/octet-stream"}))
-    assert_refused(answer, before, what_is_there())
+    if answer.status_code != 202:
+        return assert_refused(answer, before, what_is_there())
+    job_id = answer.json()["id"]
+    run_job(job_id)
+    job = client.get(f"/v1/jobs/{job_id}", headers=KEY).json()
+    assert job["state"] == "failed" and job["error"]["code"] in ("invalid_archive", "invalid_dataset"), job["error"]
+    dataset = client.get("/v1/datasets/hostile", headers=KEY).json()
+    assert dataset["state"] == "failed" and dataset["error"] == job["error"]
+    after = what_is_there()
+    assert set(after["files"]) - set(before["files"]) == {"store/datasets/.states/hostile.json"}
+    new_keys = set(after["redis"]) - set(before["redis"])
+    assert all(job_id in key.decode() or key in JOB_KEYS for key in new_keys), new_keys
 
 
 @pytest.mark.parametrize("case", sorted(JOB_SPECS))
 def test_hostile_job_specs_are_refused_and_leave_nothing(gateway, case):
-    client, what_is_there = gateway
+    client, what_is_there, _ = gateway
     before = what_is_there()
     assert_refused(client.post("/v1/jobs", json=JOB_SPECS[case], headers=KEY), before, what_is_there())
 
 
 @pytest.mark.parametrize("case", sorted(RAW_JOB_BODIES))
 def test_hostile_job_bodies_are_refused_and_leave_nothing(gateway, case):
-    client, what_is_there = gateway
+    client, what_is_there, _ = gateway
     before = what_is_there()
     answer = client.post("/v1/jobs", content=RAW_JOB_BODIES[case],
                          headers=dict(KEY, **{"Content-Type": "application/json"}))
@@ -287,7 +276,7 @@ def test_hostile_job_bodies_are_refused_and_leave_nothing(gateway, case):
 
 @pytest.mark.parametrize("case", sorted(NAMED))
 def test_hostile_names_are_refused_and_leave_nothing(gateway, case):
-    client, what_is_there = gateway
+    client, what_is_there, _ = gateway
     method, url, body = NAMED[case]
     before = what_is_there()
     assert_refused(client.request(method, url, content=body or None, headers=KEY), before, what_is_there())
@@ -295,6 +284,6 @@ def test_hostile_names_are_refused_and_leave_nothing(gateway, case):
 
 @pytest.mark.parametrize("case", sorted(DETECT_UPLOADS))
 def test_hostile_detect_uploads_are_refused_and_leave_nothing(gateway, case):
-    client, what_is_there = gateway
+    client, what_is_there, _ = gateway
     before = what_is_there()
     assert_refused(client.post("/v1/detect", files=DETECT_UPLOADS[case], headers=KEY), before, what_is_there())
