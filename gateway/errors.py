@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ssdstack.durable import no_space
-from ssdstack.errors import SsdStackError
+from ssdstack.errors import RetryLater, SsdStackError
 
 log = logging.getLogger(__name__)
 # Redis (job records, replies) or the broker behind it is down: the client may retry.
@@ -29,7 +29,7 @@ def domain_response(error: SsdStackError) -> JSONResponse:
     headers = {}
     if error.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if getattr(error, "retry_after", None) is not None:
+    if isinstance(error, RetryLater):
         headers["Retry-After"] = str(error.retry_after)
     return error_response(error.status, error.code, error.message, error.details, headers or None)
 

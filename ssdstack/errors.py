@@ -92,25 +92,25 @@ class ServiceUnavailable(SsdStackError):
     code = "service_unavailable"
 
 
-class Overloaded(ServiceUnavailable):
-    """The stack is at a bound it keeps (queued detect images); retry after ``retry_after`` s."""
+class RetryLater(SsdStackError):
+    """A refusal the client may retry after ``retry_after`` seconds (``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message, {"retry_after_s": retry_after})
+        self.retry_after = retry_after
+
+
+class Overloaded(RetryLater, ServiceUnavailable):
+    """The stack is at a bound it keeps (queued detect images)."""
 
     code = "overloaded"
 
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message, {"retry_after_s": retry_after})
-        self.retry_after = retry_after
 
-
-class RateLimited(SsdStackError):
-    """The caller's key is past its rate limit; retry after ``retry_after`` s."""
+class RateLimited(RetryLater):
+    """The caller's key is past its rate limit."""
 
     status = 429
     code = "rate_limited"
-
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message, {"retry_after_s": retry_after})
-        self.retry_after = retry_after
 
 
 class UpstreamTimeout(SsdStackError):
