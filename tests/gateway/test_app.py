@@ -37,3 +37,13 @@ def test_thread_pool_is_sized_from_settings():
 def test_bad_settings_stop_start_up_naming_the_problem(values, words):
     with pytest.raises(ValidationError, match=words):
         GatewaySettings(**values)
+
+
+def test_a_key_without_a_scope_is_admin_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="gateway.main"):
+        create_app(GatewaySettings(api_keys="unscoped-key-0000000,scoped-key-000000000:read"))
+    assert "entries without a scope: they are admin keys" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gateway.main"):
+        create_app(GatewaySettings(api_keys="scoped-key-000000000:read"))
+    assert "without a scope" not in caplog.text
