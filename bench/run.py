@@ -58,6 +58,12 @@ def stack_serving_a_model(work: Path, **env: str) -> tuple[LocalStack, ModelStor
     return stack, store, version
 
 
+def sample_images(work: Path) -> list[bytes]:
+    """The JPEG files the detect benchmarks send: synthetic shapes, 20 sizes."""
+    synthesize(work / "images", images=20, classes=3, seed=11)
+    return [p.read_bytes() for p in sorted((work / "images" / "train").glob("*.jpg"))]
+
+
 def engine_benchmark(version_dir: Path, manifest: dict, iterations: int) -> dict:
     engine = select_engine("onnxruntime")
     engine.load(version_dir, manifest)
@@ -132,8 +138,7 @@ def main() -> None:
     results["engine"] = engine_benchmark(version_dir, manifest, args.iterations)
     print(json.dumps(results["engine"], indent=2), flush=True)
 
-    synthesize(work / "images", images=20, classes=3, seed=11)
-    images = [p.read_bytes() for p in sorted((work / "images" / "train").glob("*.jpg"))]
+    images = sample_images(work)
     engine = select_engine("onnxruntime")
     engine.load(version_dir, manifest)
     detector = engine.detector(manifest, "bench", version)

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import API_KEY, REPO_ROOT, stack_serving_a_model
+from bench.run import API_KEY, REPO_ROOT, sample_images, stack_serving_a_model
 from bench.timing import summarise
 from cli.localstack import LocalStack
-from ssdstack.datasets.synth import synthesize
 
 MAX_IN_FLIGHT = 64
 RSS_GOAL = 0.10
@@ -99,8 +98,7 @@ def main() -> None:
 
     work = REPO_ROOT / "bench" / "work"
     stack, _, version = stack_serving_a_model(work, SSDSTACK_RATE_LIMIT="")
-    synthesize(work / "images", images=20, classes=3, seed=11)
-    images = [p.read_bytes() for p in sorted((work / "images" / "train").glob("*.jpg"))]
+    images = sample_images(work)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
     try:
         stack.up(wait_ready=True, timeout=180)
