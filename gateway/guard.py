@@ -27,13 +27,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.deps import Access, access_of
 from gateway.errors import domain_response
 from ssdstack.api_keys import ApiKey, find
-from ssdstack.errors import Forbidden, PayloadTooLarge, RateLimited, SsdStackError, Unauthorized
+from ssdstack.errors import Forbidden, Overloaded, PayloadTooLarge, RateLimited, SsdStackError, Unauthorized
 from ssdstack.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 # Room for the multipart envelope around a detect image.
 MULTIPART_OVERHEAD = 64 * 1024
 RATE_LIMIT_PREFIX = "ssdstack:ratelimit"
+# A gateway at its bound on held images frees up as detects are answered.
+RETRY_AFTER_S = 1
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -68,6 +70,8 @@ class Guard:
         self.app, self.routes, self.keys, self.limits = app, routes, keys, limits
         self.bounds = {"json": settings.max_json_bytes, "image": settings.max_image_bytes + MULTIPART_OVERHEAD,
                        "upload": settings.max_upload_bytes}
+        # Detect bodies being received or held (spooled to /tmp past 1 MiB) by this process.
+        self.image_budget, self.image_bytes = settings.detect_receive_budget_bytes, 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,9 +92,20 @@ class Guard:
         declared = headers.get("content-length", "")
         if refusal is None and declared.isdigit() and int(declared) > bound:
             refusal = BodyTooLarge(f"the body is {declared} bytes, over this route's limit of {bound} bytes")
+        # What an image body takes of this process's budget: its declared size, or the bound;
+        # never more than the whole budget, so that one request alone always gets through.
+        held = min(int(declared) if declared.isdigit() else bound, self.image_budget) \
+            if access and access.body == "image" else 0
+        if refusal is None and held and self.image_bytes + held > self.image_budget:
+            refusal = Overloaded("this gateway is receiving as many detect images as it holds; retry shortly",
+                                 RETRY_AFTER_S)
         if refusal is not None:
             return await domain_response(refusal)(scope, receive, send_with_id)
-        await self._bounded(scope, receive, send_with_id, bound)
+        self.image_bytes += held
+        try:
+            await self._bounded(scope, receive, send_with_id, bound)
+        finally:
+            self.image_bytes -= held
 
     async def _refusal(self, access: Access, headers: Headers, state: dict) -> SsdStackError | None:
         given = headers.get("x-api-key") or _bearer_token(headers.get("authorization", ""))

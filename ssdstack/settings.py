@@ -142,6 +142,9 @@ class GatewaySettings(CommonSettings):
     detect_max_queued: int = Field(default=256, ge=1)
     # Detects one gateway process waits on at once (each holds a Redis connection).
     detect_max_waiting: int = Field(default=1024, ge=1, le=100_000)
+    # Bytes of detect bodies one gateway process receives and holds at once (their
+    # declared sizes; a body past 1 MiB is spooled to /tmp until its answer): past it, 503.
+    detect_receive_budget_bytes: int = Field(default=512 * 1024**2, ge=1024)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -169,8 +172,9 @@ class GatewaySettings(CommonSettings):
                 parse_entry(entry, self.allow_short_api_keys)
             except ValueError as error:
                 raise ValueError(f"SSDSTACK_API_KEYS entry {position}: {error}") from None
-        if self.max_image_bytes > self.detect_budget_bytes:
-            raise ValueError("SSDSTACK_DETECT_BUDGET_BYTES must hold at least one image of SSDSTACK_MAX_IMAGE_BYTES")
+        if self.max_image_bytes > min(self.detect_budget_bytes, self.detect_receive_budget_bytes):
+            raise ValueError("SSDSTACK_DETECT_BUDGET_BYTES and SSDSTACK_DETECT_RECEIVE_BUDGET_BYTES must each hold "
+                             "at least one image of SSDSTACK_MAX_IMAGE_BYTES")
         return self
 
     def keyring(self) -> list[ApiKey]:

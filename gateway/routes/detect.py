@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.deps import Access, CeleryDep, JobsDep, SettingsDep
 from gateway.errors import BROKER_ERRORS
+from gateway.guard import RETRY_AFTER_S
 from ssdstack.api_keys import Scope
 from ssdstack.celery_app import INFER_QUEUE
 from ssdstack.detect_protocol import DetectError, DetectRequest, decode_reply, send_request
@@ -24,8 +25,6 @@ from ssdstack.errors import (InvalidImage, Overloaded, PayloadTooLarge, Reported
 from ssdstack.worker import live_workers
 
 router = APIRouter(tags=["detect"])
-# A full queue frees up as inferencers take images, within about a second under load.
-RETRY_AFTER_S = 1
 
 
 @router.post("/v1/detect", summary="Detect objects in one image (any format Pillow reads)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 
 import pytest
 import redis
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from gateway.main import create_app
 from live_gateway import KEY_ENTRIES, KEYS, raw_request, served
+from polling import wait_for
 from ssdstack.settings import GatewaySettings
 
 # Which scope each route needs, written here independently of the routes' own markers:
@@ -154,3 +156,17 @@ def test_malformed_job_ids_never_reach_redis(client, clean_redis, job_id):
     after = stats.info("stats")["total_commands_processed"]
     assert answer.status_code in (404, 422), answer.text
     assert after - before == 1  # the INFO that took `before`
+
+
+def test_a_gateway_holds_detect_bodies_only_up_to_its_budget(clean_redis, tmp_path):
+    app = create_app(settings(clean_redis, tmp_path, max_image_bytes=4096, detect_receive_budget_bytes=10_000))
+    head = f"POST /v1/detect HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEYS['read']}\r\nContent-Type: multipart/form-data; " \
+           "boundary=b\r\nContent-Length: 8000"
+    with served(app) as port, socket.create_connection(("127.0.0.1", port), timeout=20) as held:
+        # The server asks for the body only once the guard let it in (and counted its 8000 bytes).
+        held.sendall(head.encode() + b"\r\nExpect: 100-continue\r\n\r\n")
+        assert held.recv(1024).startswith(b"HTTP/1.1 100")
+        status, answer = raw_request(port, head)
+        assert status == 503 and b'"overloaded"' in answer and b"retry-after: 1" in answer.lower()
+        held.close()  # the first request ends, and its bytes come back
+        wait_for(lambda: b'"overloaded"' not in raw_request(port, head, b"x" * 8000)[1], 20, "the budget to free")
