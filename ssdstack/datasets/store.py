@@ -104,7 +104,7 @@ class DatasetStore:
         return record
 
     def ingest_archive(self, source: BinaryIO, name: str, limits: UploadLimits,
-                       expected_format: str = "auto") -> dict[str, Any]:
+                       expected_format: str = "auto", ingested_by: str | None = None) -> dict[str, Any]:
         """Store the zip or tar archive read from ``source`` as dataset ``name``.
 
         The archive holds a COCO, Pascal VOC or text-format dataset (see ``convert.py``);
@@ -114,6 +114,7 @@ class DatasetStore:
         the name is taken, PayloadTooLarge past ``limits.max_bytes``, InvalidArchive or
         InvalidDataset (any validation error, or a format other than ``expected_format``
         when that is not ``auto``) for bad content; then nothing is stored.
+        ``ingested_by``: the ingest job's id, kept in ``dataset.json``.
         """
         self.check_name(name)
         target = self.datasets_dir / name
@@ -152,6 +153,8 @@ class DatasetStore:
                 "label_names": list(summary.label_names),
                 "warnings": {"count": summary.warning_count, "first": list(summary.warnings)},
             }
+            if ingested_by:
+                info["ingested_by"] = ingested_by
             (root / INFO_FILE).write_text(json.dumps(info, indent=2))
             self.datasets_dir.mkdir(parents=True, exist_ok=True)
             try:
@@ -170,11 +173,19 @@ class DatasetStore:
     def ingest_upload(self, name: str, upload_id: str, limits: UploadLimits, expected_format: str,
                       job_id: str) -> dict[str, Any]:
         """:meth:`ingest_archive` of upload ``upload_id``, which is then removed. A refused
-        archive or dataset becomes the dataset's ``failed`` state, with the reasons."""
+        archive or dataset becomes the dataset's ``failed`` state, with the reasons. Run
+        again after it stored the dataset (its worker died before the job said so), it
+        answers with the stored dataset."""
         upload = self.upload_path(upload_id)
+        stored = self.datasets_dir / name / INFO_FILE
+        if NAME_PATTERN.match(name) and stored.is_file():
+            info = json.loads(stored.read_text())
+            if info.get("ingested_by") == job_id:
+                upload.unlink(missing_ok=True)
+                return info
         try:
             with upload.open("rb") as source:
-                return self.ingest_archive(source, name, limits, expected_format)
+                return self.ingest_archive(source, name, limits, expected_format, ingested_by=job_id)
         except FileNotFoundError:
             error = InvalidInput(f"upload {upload_id} is gone: an earlier run of this ingest removed it")
             self.fail_ingest(name, job_id, error.to_dict())

@@ -8,6 +8,7 @@ import zipfile
 import pytest
 
 from ingest_gateway import KEY
+from ssdstack.datasets.store import DatasetStore
 from ssdstack.datasets.synth import synthesize
 
 
@@ -71,3 +72,15 @@ def test_an_ingest_whose_job_ended_elsewhere_reads_failed(gateway, archive):
     dataset = client.get("/v1/datasets/orphan", headers=KEY).json()
     assert dataset["state"] == "failed" and "cancelled" in dataset["error"]["message"]
     assert upload(client, "orphan", archive).status_code == 202
+
+
+def test_an_ingest_run_again_after_it_stored_the_dataset_succeeds(gateway, archive, tmp_path):
+    """Its worker died after the rename, before the job said so: the reaper sends the
+    stage again, and the second run answers with the stored dataset."""
+    client, _, run_job = gateway
+    job = upload(client, "twice", archive).json()
+    run_job(job["id"])
+    first = client.get(f"/v1/jobs/{job['id']}", headers=KEY).json()
+    store = DatasetStore(tmp_path / "store")  # the stage's second run, its upload gone with the first
+    assert store.ingest_upload("twice", job["spec"]["upload"], None, "auto", job["id"]) == first["result"]["dataset"]
+    assert store.get("twice")["state"] == "ready" and store.get("twice")["ingested_by"] == job["id"]
