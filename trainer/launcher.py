@@ -230,9 +230,13 @@ def _msrun_workers(msrun: subprocess.Popen) -> dict[int, int]:
 
 def _failure(plan: LaunchPlan, rank: int | None, exit_code: int | None, launcher_log: Path | None) -> JobFailed:
     if rank is None:
-        # No pid to go by: the rank whose log ends in a traceback, if one does.
-        rank = next((r for r in range(plan.devices)
-                     if any("Traceback" in line for line in _tail(worker_log(plan, r), 200))), None)
+        # No pid to go by (the rank died before we saw it): the rank whose log ends in a
+        # traceback, else the only rank whose log says anything (one that exited with a
+        # message before the others, waiting to join, printed a line).
+        tails = {r: _tail(worker_log(plan, r), 200) for r in range(plan.devices)}
+        rank = next((r for r, tail in tails.items() if any("Traceback" in line for line in tail)), None)
+        speaking = [r for r, tail in tails.items() if any(line.strip() for line in tail)]
+        rank = rank if rank is not None or len(speaking) != 1 else speaking[0]
     if rank is None:
         log = launcher_log or Path(plan.log_dir) / "scheduler.log"
         return JobFailed(f"{plan.launcher} failed (exit code {exit_code})",

@@ -16,7 +16,7 @@ import pytest
 
 from ssdstack.errors import JobFailed
 from ssdstack.jobs.context import JobCancelled, LocalContext
-from trainer.launcher import (LaunchPlan, RankContext, RankFailed, free_port, launch, launch_processes,
+from trainer.launcher import (LaunchPlan, _failure, RankContext, RankFailed, free_port, launch, launch_processes,
                               msrun_process, rank_table_processes, relay_to, worker_log)
 
 ENTRY = Path(__file__).with_name("dist_entry.py")
@@ -108,6 +108,20 @@ def test_rank_table_launch_names_the_failing_rank(tmp_path):
         launch(_rank_table_plan(tmp_path), ["-c", script, str(tmp_path)], timeout_s=60)
     assert failed.value.details["log_tail"] == ["ValueError: no card for rank 1"]
     assert _processes_mentioning(str(tmp_path)) == []
+
+
+
+@pytest.mark.parametrize("rank_1_log, named", [
+    (["Traceback (most recent call last):", "RuntimeError: boom"], 1),  # the rank with a traceback
+    (["injected failure before init on rank 1"], 1),  # the only rank that said anything
+    ([], None),  # nothing to go by: msrun's own failure
+])
+def test_a_rank_msrun_reported_before_its_pid_was_seen_is_named_from_the_logs(tmp_path, rank_1_log, named):
+    plan = LaunchPlan(devices=2, log_dir=tmp_path)
+    worker_log(plan, 0).write_text("")
+    worker_log(plan, 1).write_text("\n".join(rank_1_log))
+    failure = _failure(plan, None, 1, tmp_path / "msrun.log")
+    assert (failure.details.get("rank") if isinstance(failure, RankFailed) else None) == named
 
 
 def test_rank_zero_progress_and_log_lines_reach_the_job_context(capsys):
