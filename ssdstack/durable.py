@@ -10,7 +10,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import json
 import os
+import uuid
 from pathlib import Path
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -67,3 +69,14 @@ def publish_rename(source: Path, target: Path, replace: bool = False) -> None:
 def no_space(error: BaseException) -> bool:
     """Whether ``error`` is the filesystem saying it is full."""
     return isinstance(error, OSError) and error.errno in NO_SPACE
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a sibling temp file, fsync, then rename over ``path``."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(temp, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    sync_dir(path.parent)

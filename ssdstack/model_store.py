@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import re
 import shutil
 import time
@@ -27,7 +26,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ssdstack.durable import publish_rename, sync_dir
+from ssdstack.durable import publish_rename, write_json_atomic
 from ssdstack.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -51,17 +50,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a sibling temp file, fsync, then rename over ``path``."""
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(temp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    sync_dir(path.parent)
 
 
 def servable(manifest: dict) -> tuple[list[str], dict[str, str]]:

@@ -28,7 +28,7 @@ from ssdstack.datasets.archive import find_dataset_root, safe_extract
 from ssdstack.datasets.coco import SPLITS
 from ssdstack.datasets.convert import as_coco
 from ssdstack.datasets.layout import detect_format
-from ssdstack.durable import publish_rename
+from ssdstack.durable import publish_rename, write_json_atomic
 from ssdstack.errors import Conflict, InvalidDataset, InvalidInput, NotFound, PayloadTooLarge, SsdStackError
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -98,9 +98,7 @@ class DatasetStore:
     def _write_state(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
         record = dict(record, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         self.states_dir.mkdir(parents=True, exist_ok=True)
-        staged = self.states_dir / f".{name}.{uuid.uuid4().hex}"
-        staged.write_text(json.dumps(record))
-        staged.replace(self.states_dir / f"{name}.json")
+        write_json_atomic(self.states_dir / f"{name}.json", record)
         return record
 
     def ingest_archive(self, source: BinaryIO, name: str, limits: UploadLimits,
