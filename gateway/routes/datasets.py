@@ -20,12 +20,11 @@ from ssdstack.datasets.archive import looks_like_archive
 from ssdstack.datasets.store import DatasetStore
 from ssdstack.errors import InvalidArchive, NotFound, ServiceUnavailable
 from ssdstack.jobs.pipeline import JOB_TYPES, send_stage
-from ssdstack.jobs.records import JobStore
+from ssdstack.jobs.records import TERMINAL, JobStore
 from ssdstack.jobs.specs import IngestSpec
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 INGEST = JOB_TYPES["ingest"]
-ENDED = ("succeeded", "failed", "cancelled")
 
 
 @router.post("", status_code=202, summary="Upload a dataset archive (zip or tar) as the raw request body",
@@ -83,12 +82,11 @@ def _current(record: dict, jobs: JobStore) -> dict:
     worker lost, or the record expired) reads as ``failed`` with the job's reason."""
     if record["state"] != "ingesting":
         return record
-    try:
-        job = jobs.get(record["job"])
-    except NotFound:
+    job = _job(jobs, record["job"])
+    if job is None:
         return dict(record, state="failed", error={"code": "job_gone", "message": f"job {record['job']} is gone",
                                                    "details": None})
-    if job["state"] in ENDED:
+    if job["state"] in TERMINAL:
         return dict(record, state="failed", error=job.get("error") or {
             "code": "job_ended", "message": f"job {record['job']} {job['state']} without storing the dataset",
             "details": None})
@@ -96,7 +94,13 @@ def _current(record: dict, jobs: JobStore) -> dict:
 
 
 def _ended(jobs: JobStore, job_id: str) -> bool:
+    job = _job(jobs, job_id)
+    return job is None or job["state"] in TERMINAL
+
+
+def _job(jobs: JobStore, job_id: str) -> dict | None:
+    """The job's record; None once it expired."""
     try:
-        return jobs.get(job_id)["state"] in ENDED
+        return jobs.get(job_id)
     except NotFound:
-        return True
+        return None
