@@ -10,7 +10,6 @@ so none of this can be a dependency. It also gives each request an id
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -26,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.deps import Access, access_of
 from gateway.errors import domain_response
-from ssdstack.api_keys import ApiKey, find
+from ssdstack.api_keys import ApiKey, digest_of, find
 from ssdstack.errors import Forbidden, Overloaded, PayloadTooLarge, RateLimited, SsdStackError, Unauthorized
 from ssdstack.settings import GatewaySettings
 
@@ -111,13 +110,14 @@ class Guard:
         given = headers.get("x-api-key") or _bearer_token(headers.get("authorization", ""))
         if not given:
             return Unauthorized("missing API key: send X-API-Key or Authorization: Bearer")
-        key = find(self.keys, given)
+        digest = digest_of(given)
+        key = find(self.keys, digest)
         if key is None:
             return Unauthorized("invalid API key")
         if key.scope < access.scope:
             return Forbidden(f"this key has the {key.scope.name.lower()} scope; this route needs "
                              f"{access.scope.name.lower()}")
-        state["caller"] = hashlib.sha256(given.encode()).hexdigest()
+        state["caller"] = digest.hex()
         retry_after = await self.limits.retry_after(state["caller"])
         if retry_after is not None:
             return RateLimited(f"too many requests for this key; retry in {retry_after} s", retry_after)
@@ -129,6 +129,7 @@ class Guard:
         received = 0
         over = False
         started = False
+        too_large = BodyTooLarge(f"the body is over this route's limit of {bound} bytes")
 
         async def counted() -> Message:
             nonlocal received, over
@@ -137,7 +138,7 @@ class Guard:
                 received += len(message.get("body", b""))
                 if received > bound:
                     over = True
-                    raise BodyTooLarge(f"the body is over this route's limit of {bound} bytes")
+                    raise too_large
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -153,8 +154,7 @@ class Guard:
             if started:
                 raise
         if over and not started:
-            await domain_response(BodyTooLarge(f"the body is over this route's limit of {bound} bytes"))(
-                scope, receive, send)
+            await domain_response(too_large)(scope, receive, send)
 
     def _route_access(self, scope: Scope) -> Access | None:
         for route in self.routes:

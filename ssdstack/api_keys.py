@@ -68,9 +68,9 @@ def parse_entry(entry: str, allow_short: bool = False) -> ApiKey:
     return ApiKey(digest_of(key), Scope.named(scope) if scope else Scope.ADMIN, bool(scope))
 
 
-def find(keys: list[ApiKey], given: str) -> ApiKey | None:
-    """The entry ``given`` matches, compared in constant time against every entry."""
-    digest = digest_of(given)
+def find(keys: list[ApiKey], digest: bytes) -> ApiKey | None:
+    """The entry whose key has SHA-256 ``digest`` (:func:`digest_of` the key given),
+    compared in constant time against every entry."""
     found = None
     for key in keys:
         if key.matches(digest) and (found is None or key.scope > found.scope):
