@@ -6,6 +6,8 @@ Layout under ``var_dir``::
     run/<service>.pid   line 1 the pid; line 2 (Linux) the process start time in clock
                         ticks since boot, so that a recycled pid is never taken for ours
     run/<worker>.alive  the worker's liveness file (SSDSTACK_HEARTBEAT_FILE)
+    run/redis-*         the Redis users' passwords and the ``user`` directives made from
+                        them (cli.redis_users): each service logs in as its own user
     redis/              Redis's --dir: its append-only file (fsync every second), so jobs
                         and their history outlive ``down`` and ``up``
     store/              the model store (SSDSTACK_STORE_DIR)
@@ -34,6 +36,7 @@ from pathlib import Path
 import redis
 
 from cli.processes import find_redis_server, group_alive, log_tail, pid_alive, proc_stat, signal_group, start_ticks
+from cli.redis_users import ADMIN, SERVICE_USERS, RedisUsers
 
 # The folder holding the ssdstack, trainer, converter, inferencer and gateway packages.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,19 +83,29 @@ class LocalStack:
         self.redis_dir = self.var_dir / "redis"
         self.store_dir = self.var_dir / "store"
         self.work_dir = self.var_dir / "work"
-        self.env = self._environment(api_key, extra_env or {})
+        self.redis_users = RedisUsers(self.run_dir, redis_port)
+        self.extra_env = extra_env or {}
+        self.env = self._environment(api_key)
         # Popen objects of the processes this object started, by pid: kept so that they
         # are reaped (no zombies) and their exit codes can be reported.
         self._children: dict[int, subprocess.Popen] = {}
 
-    def _environment(self, api_key: str, extra_env: dict[str, str]) -> dict[str, str]:
+    @property
+    def admin_url(self) -> str:
+        """Redis as its ``default`` user, who may run every command (tests, backups)."""
+        return self.redis_users.url(ADMIN)
+
+    def redis(self, **options) -> redis.Redis:
+        """A client for the stack's Redis as its ``default`` user."""
+        return redis.Redis.from_url(self.admin_url, **options)
+
+    def _environment(self, api_key: str) -> dict[str, str]:
         env = dict(os.environ)
         # Importable without an install: the repo root goes first on PYTHONPATH.
         env["PYTHONPATH"] = os.pathsep.join(
             part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part
         )
         env.update(
-            SSDSTACK_REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0",
             SSDSTACK_STORE_DIR=str(self.store_dir),
             SSDSTACK_WORK_DIR=str(self.work_dir),
             SSDSTACK_API_KEYS=api_key,
@@ -105,8 +118,14 @@ class LocalStack:
         )
         # MindSpore logs every graph-compile warning unless told otherwise (3 = errors only).
         env.setdefault("GLOG_v", "3")
-        env.update(extra_env)
+        env.update(self.extra_env)
         return env
+
+    def _service_env(self, name: str, **more: str) -> dict[str, str]:
+        """The environment of service ``name``: its own Redis user, unless ``extra_env``
+        names a Redis URL for all."""
+        url = self.extra_env.get("SSDSTACK_REDIS_URL") or self.redis_users.url(SERVICE_USERS[name])
+        return dict(self.env, SSDSTACK_REDIS_URL=url, **more)
 
     # --- what runs ---------------------------------------------------------------------
 
@@ -118,11 +137,11 @@ class LocalStack:
         def worker(name: str, queue: str, *pool: str, module: str = "") -> ServiceSpec:
             argv = [*supervised, "celery", "-A", module or f"{name}.worker", "worker", "-Q", queue,
                     "-n", f"{name}@%h", "--pool", *pool, "--loglevel", "INFO"]
-            env = dict(self.env, SSDSTACK_HEARTBEAT_FILE=str(self.liveness_path(name)))
+            env = self._service_env(name, SSDSTACK_HEARTBEAT_FILE=str(self.liveness_path(name)))
             return ServiceSpec(name, argv, env, self.work_dir)
 
         redis_argv = [
-            find_redis_server(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
+            find_redis_server(), str(self.redis_users_path), "--port", str(self.redis_port), "--bind", "127.0.0.1",
             "--dir", str(self.redis_dir), "--save", "", "--appendonly", "yes",
             "--appendfsync", "everysec", "--protected-mode", "yes",
         ]
@@ -132,11 +151,16 @@ class LocalStack:
             worker("converter", "convert", "solo"),
             worker("inferencer", "infer", "threads", "--concurrency", str(self.infer_concurrency)),
             worker("evaluator", "evaluate", "solo", module="inferencer.evaluator"),
-            ServiceSpec("gateway", [*supervised, "gateway"], self.env),
+            ServiceSpec("gateway", [*supervised, "gateway"], self._service_env("gateway")),
         ]
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
+
+    @property
+    def redis_users_path(self) -> Path:
+        """Redis's configuration file: the ``user`` directives, written before it starts."""
+        return self.run_dir / "redis-users.conf"
 
     def liveness_path(self, name: str) -> Path:
         """The worker's liveness file (SSDSTACK_HEARTBEAT_FILE), as Kubernetes probes read it."""
@@ -213,6 +237,8 @@ class LocalStack:
             )
         for folder in (self.log_dir, self.run_dir, self.redis_dir, self.store_dir, self.work_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        if spec.name == "redis":
+            self.redis_users.write_config(self.redis_users_path)
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self.log_path(spec.name).open("ab") as log:
             log.write(f"\n=== {stamp} starting {spec.name}: {shlex.join(spec.argv)}\n".encode())
@@ -302,9 +328,7 @@ class LocalStack:
 
     def wait_redis(self, timeout: float = 20) -> None:
         """Wait until Redis on ``redis_port`` answers PING."""
-        client = redis.Redis(
-            host="127.0.0.1", port=self.redis_port, socket_connect_timeout=1, socket_timeout=1
-        )
+        client = self.redis(socket_connect_timeout=1, socket_timeout=1)
         deadline = time.monotonic() + timeout
         try:
             while True:

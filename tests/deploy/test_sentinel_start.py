@@ -4,6 +4,7 @@ the command line. ``hostname``, ``redis-cli`` and ``redis-server`` are fakes on 
 ``/run`` is a tmpfs in a private mount namespace (``unshare -Urm``)."""
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import pytest
 
 from needs import program
 
-SCRIPT = Path(__file__).resolve().parents[2] / "k8s" / "components" / "sentinel" / "start-redis.sh"
+K8S = Path(__file__).resolve().parents[2] / "k8s"
+SCRIPT = K8S / "components" / "sentinel" / "start-redis.sh"
 PASSWORD = "s3cret-pw"
+GATEWAY_PASSWORD = "gateway-s3cret-pw"
 FAKES = {
     "hostname": 'echo "$FAKE_HOSTNAME"\n',
     # What the Sentinels answer to get-master-addr-by-name: host, then port; nothing when
@@ -35,7 +38,8 @@ def _start(tmp_path: Path, hostname: str, service: str, default_master: str, sen
         (bin_dir / name).chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "OUT": str(out), "FAKE_HOSTNAME": hostname,
            "FAKE_MASTER": sentinel_says, "REDIS_SERVICE": service, "DEFAULT_MASTER": default_master,
-           "REDIS_PASSWORD": PASSWORD, "REDISCLI_AUTH": PASSWORD}
+           "SSDSTACK_REDIS_PASSWORD": PASSWORD, "SSDSTACK_REDIS_PASSWORD_GATEWAY": GATEWAY_PASSWORD,
+           "REDISCLI_AUTH": PASSWORD, "REDIS_CONFIG_DIR": str(K8S / "base")}
     done = subprocess.run([unshare, "-Urm", "sh", "-c", 'mount -t tmpfs tmpfs /run && mkdir /run/redis && exec sh "$0"',
                            str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -50,8 +54,12 @@ def _start(tmp_path: Path, hostname: str, service: str, default_master: str, sen
 ])
 def test_redis_starts_in_the_role_the_sentinels_give_it(tmp_path, hostname, service, default, sentinel_says, follows):
     argv, auth = _start(tmp_path, hostname, service, default, sentinel_says)
-    assert argv == "/etc/redis/redis.conf" and PASSWORD not in argv
+    assert argv == str(K8S / "base" / "redis.conf") and PASSWORD not in argv
     lines = auth.splitlines()
-    assert lines[:3] == [f'requirepass "{PASSWORD}"', f'masterauth "{PASSWORD}"',
-                         f"replica-announce-ip {hostname}.{service}"]
-    assert lines[3:] == ([f"replicaof {follows} 6379"] if follows else [])
+    users = [line for line in lines if line.startswith("user ")]
+    assert [line.split()[1] for line in users] == ["default", "gateway", "inferencer", "worker", "keda"]
+    digest = hashlib.sha256(GATEWAY_PASSWORD.encode()).hexdigest()
+    assert users[1].startswith(f"user gateway reset on #{digest} ") and GATEWAY_PASSWORD not in auth
+    assert "user worker reset off " in auth  # no password given: it cannot log in
+    assert lines[len(users):] == [f'masterauth "{PASSWORD}"', f"replica-announce-ip {hostname}.{service}",
+                                  *([f"replicaof {follows} 6379"] if follows else [])]

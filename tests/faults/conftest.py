@@ -23,6 +23,7 @@ from cli.localstack import LocalStack
 from cli.processes import free_port
 from faults import API_KEY, FAULT_ENV, LIVENESS_MAX_AGE, MODEL, Timeline, liveness_ok, job_or_none, log_has
 from polling import wait_for
+from redis_acl import denials
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMES_FILE = REPO_ROOT / "var" / "fault-times.json"
@@ -43,6 +44,8 @@ def stack(tmp_path_factory):
     try:
         stack.up(wait_ready=True, timeout=180)
         yield stack
+        refused = denials(stack.redis())
+        assert not refused, f"Redis refused commands the services sent (k8s/base/redis-users.acl): {refused}"
     finally:
         stack.down()
 
@@ -60,6 +63,8 @@ def default_stack(tmp_path_factory):
         stack.start("converter")
         stack.start("inferencer")
         yield stack
+        refused = denials(stack.redis())
+        assert not refused, f"Redis refused commands the services sent (k8s/base/redis-users.acl): {refused}"
     finally:
         stack.down()
 

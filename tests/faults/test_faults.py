@@ -35,7 +35,7 @@ def _finished(client: Client, job_id: str, timeout: float) -> dict:
 
 
 def _jobs(stack: LocalStack) -> JobStore:
-    return JobStore.from_url(f"redis://127.0.0.1:{stack.redis_port}/0")
+    return JobStore.from_url(stack.admin_url)
 
 
 # -- one pipeline through three faults (tests/faults/conftest.py) ---------------------------
@@ -240,7 +240,7 @@ def test_a_converter_killed_mid_convert_at_default_timings_is_reaped(pipeline, s
     jobs = _jobs(default_stack)
     spec = {"type": "convert", "model": MODEL, "version": version, "backend": "onnxruntime", "tolerance": 1e-4}
     job_id = jobs.create("convert", spec, JOB_TYPES["convert"].stage_names)["id"]
-    send_stage(create_app(WorkerSettings(redis_url=f"redis://127.0.0.1:{default_stack.redis_port}/0")), jobs, job_id,
+    send_stage(create_app(WorkerSettings(redis_url=default_stack.admin_url)), jobs, job_id,
                JOB_TYPES["convert"], 0)
     wait_for(lambda: jobs.lease_holder(job_id), 120, "the converter to take the job", interval=0.01)
     killed = default_stack.crash("converter")
@@ -269,7 +269,7 @@ def _as_not_converted(store: ModelStore, name: str, version: int) -> None:
 
 
 def test_a_backup_of_the_running_stack_restores_whole(pipeline, stack, tmp_path):
-    live = redis.Redis(port=stack.redis_port)
+    live = stack.redis()
     summary = backup(stack.store_dir, live, tmp_path / "backup")
     assert summary["problems"] == [] and summary["redis_keys_left_out"] > 0  # heartbeats at least
     port = free_port()

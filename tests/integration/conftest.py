@@ -13,6 +13,7 @@ from cli.localstack import LocalStack
 from cli.processes import free_port
 from itest import API_KEY, CONFIG, FAST_RECOVERY, MODEL, SECOND_API_KEY
 from polling import wait_for
+from redis_acl import denials
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,8 @@ def stack(tmp_path_factory):
     try:
         stack.up(wait_ready=True, timeout=180)
         yield stack
+        refused = denials(stack.redis())
+        assert not refused, f"Redis refused commands the services sent (k8s/base/redis-users.acl): {refused}"
     finally:
         stack.down()
 

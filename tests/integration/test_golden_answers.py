@@ -7,7 +7,6 @@ import json
 
 import httpx
 import pytest
-import redis
 
 from cli.client import ApiError
 from golden_answers import ANSWERS, assert_superset
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_pipeline_job_and_its_raw_record(pipeline, client, stack):
     assert_superset("job_pipeline", client.job(pipeline["id"]), "synth")
-    raw = redis.Redis(port=stack.redis_port, decode_responses=True).hgetall(f"ssdstack:job:{pipeline['id']}")
+    raw = stack.redis(decode_responses=True).hgetall(f"ssdstack:job:{pipeline['id']}")
     assert_superset("redis_job_record_pipeline", raw, "synth")
     assert_superset("job_pipeline_logs", client.get(f"/v1/jobs/{pipeline['id']}/logs"))
     assert_superset("list_jobs", client.get("/v1/jobs"))
