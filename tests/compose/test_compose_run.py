@@ -73,7 +73,9 @@ def test_the_stack_runs_the_demo_pipeline_under_compose(engine, tmp_path):
     summary["build_s"] = round(time.monotonic() - started, 1)
 
     port, api_key = free_port(), secrets.token_hex(16)
-    env = dict(os.environ, SSDSTACK_REDIS_PASSWORD=secrets.token_hex(16), SSDSTACK_API_KEYS=api_key,
+    passwords = {f"SSDSTACK_REDIS_PASSWORD{suffix}": secrets.token_hex(16)
+                 for suffix in ("", "_GATEWAY", "_INFERENCER", "_WORKER")}
+    env = dict(os.environ, **passwords, SSDSTACK_API_KEYS=api_key,
                SSDSTACK_PORT=str(port), REDIS_IMAGE=REDIS_IMAGE, BASE_IMAGE=BASE_IMAGE)
     compose = ["podman-compose", "-p", PROJECT, "-f", "docker-compose.yml", "-f", "tests/compose/podman.override.yml"]
     run(*compose, "down", "-v", env=env, check=False)
@@ -95,7 +97,7 @@ def test_the_stack_runs_the_demo_pipeline_under_compose(engine, tmp_path):
 
         containers = run(engine, "ps", "--filter", f"label=io.podman.compose.project={PROJECT}",
                          "--format", "{{.Names}}").split()
-        assert len(containers) == 5, containers  # redis and the four services
+        assert len(containers) == len(SERVICES) + 1, containers  # redis and the services
         for name in containers:
             run(engine, "healthcheck", "run", name)  # exit 0: healthy
         summary["healthchecks"] = sorted(containers)

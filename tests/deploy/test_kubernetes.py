@@ -47,17 +47,45 @@ def test_overlay_renders(overlay):
     _report(problems, f"overlay {overlay.name}")
 
 
+def _namespace(doc: dict) -> str | None:
+    return (doc.get("metadata") or {}).get("namespace")
+
+
 @overlay_param
-def test_namespaced_resources_share_the_stack_namespace(overlay):
+def test_namespaced_resources_are_in_a_namespace_of_the_render(overlay):
     """Protects against a resource landing in `default` (or another namespace) where the
-    stack's Services, Secrets and NetworkPolicy do not reach it."""
+    stack's Services, Secrets and NetworkPolicies do not reach it."""
     docs = rendered(overlay)
-    namespaces = [doc["metadata"]["name"] for doc in docs if doc.get("kind") == "Namespace"]
-    assert len(namespaces) == 1, f"{overlay.name}: expected one Namespace resource, found {namespaces}"
-    problems = [f"{resource_name(doc)}: namespace {(doc.get('metadata') or {}).get('namespace')!r}, "
-                f"not {namespaces[0]!r}"
-                for doc in docs if doc.get("kind") not in CLUSTER_SCOPED
-                and (doc.get("metadata") or {}).get("namespace") != namespaces[0]]
+    namespaces = {doc["metadata"]["name"] for doc in docs if doc.get("kind") == "Namespace"}
+    assert namespaces, f"{overlay.name}: no Namespace resource"
+    problems = [f"{resource_name(doc)}: namespace {_namespace(doc)!r}, not one of {sorted(namespaces)}"
+                for doc in docs if doc.get("kind") not in CLUSTER_SCOPED and _namespace(doc) not in namespaces]
+    _report(problems, f"overlay {overlay.name}")
+
+
+@overlay_param
+def test_only_a_namespace_of_host_path_pods_is_privileged(overlay):
+    """Protects least privilege: each namespace audits and warns at Pod Security
+    `restricted`; one that enforces anything weaker holds only pods that mount a host path
+    (the NPU driver), and one that enforces `restricted` holds none (they would be refused)."""
+    docs = rendered(overlay)
+    problems = []
+    for namespace in (doc for doc in docs if doc.get("kind") == "Namespace"):
+        name, labels = namespace["metadata"]["name"], namespace["metadata"].get("labels") or {}
+        for mode in ("audit", "warn"):
+            if labels.get(f"pod-security.kubernetes.io/{mode}") != "restricted":
+                problems.append(f"Namespace/{name}: {mode} is not restricted")
+        pods = [(label, any((volume.get("hostPath") for volume in (template.get("spec") or {}).get("volumes") or [])))
+                for doc in docs if _namespace(doc) == name for label, template in pod_templates(doc)]
+        enforce = labels.get("pod-security.kubernetes.io/enforce")
+        if enforce == "restricted":
+            problems += [f"Namespace/{name} enforces restricted, which refuses {label} (a host path)"
+                         for label, host in pods if host]
+        else:
+            problems += [f"Namespace/{name} enforces {enforce!r} for {label}, which mounts no host path"
+                         for label, host in pods if not host]
+            if not any(host for _, host in pods):
+                problems.append(f"Namespace/{name} enforces {enforce!r} and holds no pod that needs it")
     _report(problems, f"overlay {overlay.name}")
 
 
@@ -120,13 +148,16 @@ def _selects(selector: dict, labels: dict) -> bool:
 def test_references_between_resources_resolve(overlay):
     """Protects against names that kustomize did not rewrite or that were mistyped: each
     Service and PodDisruptionBudget selects some pod, each autoscaler targets a workload in
-    the render, and each ConfigMap, Secret and PVC a pod uses is rendered too."""
+    the render, and each ConfigMap, Secret and PVC a pod uses is rendered too, each in the
+    referrer's namespace."""
     docs = rendered(overlay)
-    names = {(doc.get("kind"), (doc.get("metadata") or {}).get("name")) for doc in docs}
-    pods = _pod_labels(docs)
     problems = []
     for doc in docs:
         kind, name = doc.get("kind"), resource_name(doc)
+        # What this resource may refer to: the resources of its own namespace.
+        names = {(other.get("kind"), (other.get("metadata") or {}).get("name")) for other in docs
+                 if _namespace(other) == _namespace(doc)}
+        pods = [pod for pod in _pod_labels(docs) if pod[1] == _namespace(doc)]
         spec = doc.get("spec") or {}
         if kind == "Service" and spec.get("selector"):
             if not any(_selects({"matchLabels": spec["selector"]}, labels) for _, _, labels in pods):

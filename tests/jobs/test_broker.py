@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from ssdstack.celery_app import RedisTransport, SentinelTransport, create_app
+from ssdstack.redis_client import connect, sentinel_hosts
 from ssdstack.settings import WorkerSettings
 
 
@@ -28,3 +29,15 @@ def test_a_sentinel_url_gets_the_sentinel_transport():
     app = create_app(WorkerSettings(redis_url="sentinel://127.0.0.1:26379/0"))
     assert app.conf.broker_transport.endswith(":SentinelTransport")
     assert SentinelTransport.Channel._connparams is RedisTransport.Channel._connparams  # the same guard
+
+
+def test_a_sentinel_url_names_the_masters_user_and_password():
+    url = "sentinel://worker:pa%3Ass@10.0.0.1:26379;sentinel://10.0.0.2:26380/2"
+    assert sentinel_hosts(url) == ([("10.0.0.1", 26379), ("10.0.0.2", 26380)],
+                                   {"username": "worker", "password": "pa:ss"}, 2)
+    master = connect(url, "mymaster")
+    kwargs = master.connection_pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("worker", "pa:ss", 2)
+    # The Sentinels themselves are asked without the master's credentials.
+    sentinel = master.connection_pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs
+    assert (sentinel.get("username"), sentinel.get("password")) == (None, None)
