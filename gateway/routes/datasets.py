@@ -69,15 +69,15 @@ def _submit_ingest(datasets: DatasetStore, jobs: JobStore, celery, spec: IngestS
 
 @router.get("", summary="List datasets: ready, ingesting or failed", dependencies=Read)
 def list_datasets(datasets: DatasetsDep, jobs: JobsDep) -> dict:
-    return {"datasets": [_current(record, jobs) for record in datasets.list()]}
+    return {"datasets": [current(record, jobs) for record in datasets.list()]}
 
 
 @router.get("/{name}", summary="One dataset's description and state", dependencies=Read)
 def get_dataset(name: str, datasets: DatasetsDep, jobs: JobsDep) -> dict:
-    return _current(datasets.get(name), jobs)
+    return current(datasets.get(name), jobs)
 
 
-def _current(record: dict, jobs: JobStore) -> dict:
+def current(record: dict, jobs: JobStore) -> dict:
     """An ``ingesting`` record whose job ended without storing the dataset (cancelled, its
     worker lost, or the record expired) reads as ``failed`` with the job's reason."""
     if record["state"] != "ingesting":

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Header, Path, Query
 from gateway.deps import CallerDep, CeleryDep, DatasetsDep, JobsDep, ModelsDep, Read, Submit
 from gateway.errors import BROKER_ERRORS
 from gateway.heartbeats import backend_entries, described
+from gateway.routes.datasets import current
 from ssdstack.errors import BackendUnavailable, Conflict, NotFound, ServiceUnavailable
 from ssdstack.jobs.pipeline import JOB_TYPES, JobSpec, send_stage
 from ssdstack.jobs.records import JOB_ID
@@ -30,7 +31,7 @@ IdempotencyKey = Annotated[str | None, Header(
 def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, models: ModelsDep, datasets: DatasetsDep,
                celery: CeleryDep, caller: CallerDep, idempotency_key: IdempotencyKey = None) -> dict:
     job_type = JOB_TYPES[spec.type]
-    _require_ready(datasets, getattr(spec, "dataset", None))
+    _require_ready(datasets, jobs, getattr(spec, "dataset", None))
     body = spec.model_dump(mode="json")
     if spec.type == "pipeline" and spec.deploy and spec.deploy_if_match is None:
         spec = spec.model_copy(update={"deploy_if_match": models.deployed_version(spec.model) or 0})
@@ -54,11 +55,12 @@ def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, models: ModelsDe
     return jobs.get(job["id"])
 
 
-def _require_ready(datasets, name: str | None) -> None:
-    """Conflict when dataset ``name`` is being ingested or failed to; one that does not
-    exist is left to the job, which fails naming it."""
+def _require_ready(datasets, jobs, name: str | None) -> None:
+    """Conflict when dataset ``name`` is being ingested or failed to (its ingest job ended
+    without it counts as failed); one that does not exist is left to the job, which fails
+    naming it."""
     try:
-        state = datasets.get(name)["state"] if name else "ready"
+        state = current(datasets.get(name), jobs)["state"] if name else "ready"
     except NotFound:
         return
     if state != "ready":

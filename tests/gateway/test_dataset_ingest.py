@@ -71,6 +71,8 @@ def test_an_ingest_whose_job_ended_elsewhere_reads_failed(gateway, archive):
     assert client.delete(f"/v1/jobs/{job['id']}", headers=KEY).status_code == 202  # cancelled while queued
     dataset = client.get("/v1/datasets/orphan", headers=KEY).json()
     assert dataset["state"] == "failed" and "cancelled" in dataset["error"]["message"]
+    train = client.post("/v1/jobs", json={"type": "train", "dataset": "orphan", "model": "m", "epochs": 1}, headers=KEY)
+    assert train.status_code == 409 and "it is failed" in train.json()["error"]["message"]
     assert upload(client, "orphan", archive).status_code == 202
 
 
