@@ -7,7 +7,6 @@ a job uses it. A file appears whole or not at all.
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +15,8 @@ from typing import BinaryIO
 from ssdstack.durable import sync_dir, sync_file
 from ssdstack.errors import Conflict, InvalidInput, NotFound
 from ssdstack.model_store import sha256_file
+from ssdstack.names import CHECKPOINT_FILE_PATTERN
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,126}\.ckpt$")
 COPY_CHUNK = 1 << 20
 
 
@@ -27,8 +26,8 @@ class CheckpointStore:
         self.tmp_dir = Path(store_dir) / ".tmp"
 
     def _checked(self, name: str) -> str:
-        if not NAME_PATTERN.match(name):
-            raise InvalidInput(f"checkpoint name {name!r} must match {NAME_PATTERN.pattern}")
+        if not CHECKPOINT_FILE_PATTERN.match(name):
+            raise InvalidInput(f"checkpoint name {name!r} must match {CHECKPOINT_FILE_PATTERN.pattern}")
         return name
 
     def check_new(self, name: str) -> Path:
@@ -75,4 +74,4 @@ class CheckpointStore:
     def list(self) -> list[dict]:
         if not self.folder.is_dir():
             return []
-        return [self.describe(p.name) for p in sorted(self.folder.iterdir()) if NAME_PATTERN.match(p.name)]
+        return [self.describe(p.name) for p in sorted(self.folder.iterdir()) if CHECKPOINT_FILE_PATTERN.match(p.name)]

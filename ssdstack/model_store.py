@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import re
 import shutil
 import time
 import uuid
@@ -28,8 +27,8 @@ from pathlib import Path
 
 from ssdstack.durable import publish_rename, write_json_atomic
 from ssdstack.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from ssdstack.names import NAME_PATTERN
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MANIFEST = "manifest.json"
 # Serving artefacts, by their kind in a manifest: a converter backend writes one, and the
 # inference engine that serves it reads it (the pair is matched by this name alone).

@@ -30,8 +30,8 @@ from ssdstack.datasets.convert import as_coco
 from ssdstack.datasets.layout import detect_format
 from ssdstack.durable import publish_rename, write_json_atomic
 from ssdstack.errors import Conflict, InvalidDataset, InvalidInput, NotFound, PayloadTooLarge, SsdStackError
+from ssdstack.names import NAME_PATTERN
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 CHUNK_BYTES = 1 << 20
 INFO_FILE = "dataset.json"

@@ -10,17 +10,17 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ssdstack.ascend import SOC_VERSIONS
+from ssdstack.names import CHECKPOINT_FILE, NAME
 from ssdstack.recipes import ARCHITECTURES, DEFAULT_ARCHITECTURE
 
-Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="a-z, 0-9, '.', '_', '-'")]
+Name = Annotated[str, Field(pattern=f"^{NAME}$", description="a-z, 0-9, '.', '_', '-'")]
 Architecture = Literal[tuple(ARCHITECTURES)]
 ConvertBackend = Literal["auto", "onnxruntime", "atc"]
 # A checkpoint file in the store's ``checkpoints/`` folder (``PUT /v1/checkpoints/{name}``).
-CheckpointFile = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,126}\.ckpt$",
+CheckpointFile = Annotated[str, Field(pattern=f"^{CHECKPOINT_FILE}$",
                                       description="a .ckpt file uploaded to /v1/checkpoints")]
 # A published version (``<model>:<version>``) or an uploaded checkpoint file.
-CheckpointRef = Annotated[str, Field(pattern=r"^([a-z0-9][a-z0-9._-]{0,62}:[1-9][0-9]{0,8}|"
-                                             r"[A-Za-z0-9][A-Za-z0-9._-]{0,126}\.ckpt)$",
+CheckpointRef = Annotated[str, Field(pattern=f"^({NAME}:[1-9][0-9]{{0,8}}|{CHECKPOINT_FILE})$",
                                      description="'<model>:<version>' or an uploaded .ckpt file")]
 ExportFormat = Literal["MINDIR", "ONNX", "AIR"]
 
