@@ -10,7 +10,8 @@ import time
 import redis
 
 from golden_answers import GOLDEN_DIR
-from ssdstack.celery_app import create_app
+from ssdstack.celery_app import EVALUATE_QUEUE, INFER_QUEUE, create_app
+from ssdstack.jobs.pipeline import EVALUATOR, JOB_TYPES, stage_task_id
 from ssdstack.jobs.reaper import Reaper
 from ssdstack.jobs.records import JobStore
 from ssdstack.model_store import ModelStore, servable
@@ -74,3 +75,29 @@ def test_versions_and_a_deployment_of_an_earlier_release_deploy_with_if_match(tm
         assert servable(version) == (["onnxruntime"], {})  # never refused for a field it lacks
     record = store.deploy("golden", 2, if_match=store.deployed_version("golden"))
     assert (record["version"], record["previous"]) == (2, 1)
+
+
+def test_an_evaluate_message_left_on_the_infer_queue_by_the_release_before_is_sent_to_the_evaluator(clean_redis):
+    """The release before sent evaluate stages to the inferencer's queue; today's inferencer
+    no longer runs them. A job whose evaluate message waits there, with no run holding it,
+    is orphaned: the reaper sends the stage again, to the evaluator's queue."""
+    settings = WorkerSettings(redis_url=clean_redis, heartbeat_interval=0.05, heartbeat_ttl=0.5)
+    jobs = JobStore.from_url(clean_redis, retention_s=3600)
+    pipeline = JOB_TYPES["pipeline"]
+    index = pipeline.index("evaluate")
+    job_id = jobs.create("pipeline", {"type": "pipeline", "dataset": "d", "model": "m"}, pipeline.stage_names)["id"]
+    jobs.mark_running(job_id, "inferencer@old:1")
+    jobs.advance_stage(job_id, "evaluate", index)
+    app = create_app(settings)
+    app.send_task(EVALUATOR.task, args=[job_id], task_id=stage_task_id(job_id, pipeline, index), queue=INFER_QUEUE)
+
+    reaper = Reaper(app, jobs, settings, owner="migration")
+    deadline = time.monotonic() + 10
+    done = []
+    while not done:
+        assert time.monotonic() < deadline, "no sweep sent the stage again"
+        done = reaper.sweep()
+        time.sleep(settings.heartbeat_interval)
+    assert [(entry.job_id, entry.action, entry.stage) for entry in done] == [(job_id, "resent", "evaluate")]
+    [message] = [json.loads(raw) for raw in jobs.redis.lrange(EVALUATE_QUEUE, 0, -1)]
+    assert (message["headers"]["task"], message["headers"]["id"]) == (EVALUATOR.task, f"{job_id}.evaluate")
