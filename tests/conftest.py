@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import redis
 
+import redis_acl
 from cli.processes import find_redis_server, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,11 +36,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
+    """The URL of a real Redis, as its ``default`` user; it has the stack's users too
+    (:func:`redis_user_url`)."""
     port = free_port()
     folder = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen([find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-                                "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
+    (folder / "users.conf").write_text(redis_acl.users_config())
+    process = subprocess.Popen([find_redis_server(), str(folder / "users.conf"), "--port", str(port),
+                                "--bind", "127.0.0.1", "--dir", str(folder), "--save", "", "--appendonly", "no"],
+                               stdout=subprocess.DEVNULL)
+    url = redis_acl.url(port, "default")
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + 10
     while True:
@@ -56,8 +61,17 @@ def redis_url(tmp_path_factory):
 
 @pytest.fixture
 def clean_redis(redis_url):
-    redis.Redis.from_url(redis_url).flushdb()
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.acl_log_reset()
     return redis_url
+
+
+@pytest.fixture
+def redis_user_url(clean_redis) -> Callable[[str], str]:
+    """``user`` -> the URL of the test Redis as that user of k8s/base/redis-users.acl."""
+    port = redis.Redis.from_url(clean_redis).connection_pool.connection_kwargs["port"]
+    return lambda user: redis_acl.url(port, user)
 
 _BUILD_SCRIPT = textwrap.dedent("""
     import json, sys

@@ -1,22 +1,19 @@
 """k8s/base/redis-users.acl and redis-users.sh, loaded by a real redis-server as compose,
-Kubernetes and the local stack load them: who may log in, and what each user may not do.
+Kubernetes and the local stack load them (every test Redis does, tests/conftest.py): who may log in, and what each user may not do.
 That each service may do what it needs is checked where the services run: the integration
 and fault suites fail on any refusal in Redis's ACL log (tests/redis_acl.py)."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
 
 import pytest
 import redis
 import yaml
 
-from cli.processes import find_redis_server, free_port
-from cli.redis_users import ACL_FILE, RENDER_SCRIPT, SERVICE_USERS, acl_users, password_variable
+from cli.redis_users import ACL_FILE, RENDER_SCRIPT, SERVICE_USERS, acl_users
 from deploy_manifests import REPO_ROOT, overlay_dirs, rendered
-from polling import wait_for
+from redis_acl import PASSWORDS, render
 
-PASSWORDS = {user: f"{user}-password-0123456789" for user in ("default", "gateway", "inferencer", "worker", "keda")}
 # Commands only an operator may run. Each is refused for its name, before its arguments count.
 OPERATOR_ONLY = [("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "maxmemory"), ("KEYS", "*"), ("ACL", "LIST"),
                  ("DEBUG", "SLEEP", "0"), ("SHUTDOWN", "NOSAVE"), ("REPLICAOF", "NO", "ONE"), ("MONITOR",),
@@ -24,33 +21,10 @@ OPERATOR_ONLY = [("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "maxmemory"), ("
                  ("EVAL", "return 1", "0")]
 
 
-def _render(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", str(RENDER_SCRIPT), str(ACL_FILE)], env={"PATH": "/usr/bin:/bin", **env},
-                          capture_output=True, text=True, timeout=30)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("acl")
-    done = _render({password_variable(user): password for user, password in PASSWORDS.items()})
-    assert done.returncode == 0, done.stderr
-    (folder / "users.conf").write_text(done.stdout)
-    port = free_port()
-    process = subprocess.Popen([find_redis_server(), str(folder / "users.conf"), "--port", str(port),
-                                "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    admin = redis.Redis(port=port, password=PASSWORDS["default"], socket_timeout=5)
-    wait_for(lambda: _pings(admin), 20, "redis-server to start")
-    yield port
-    process.terminate()
-    process.wait(10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return client.ping()
-    except redis.ConnectionError:
-        return False
+@pytest.fixture
+def server(clean_redis) -> int:
+    """The port of a test Redis, which loads the ACL file as the stack does (conftest.py)."""
+    return redis.Redis.from_url(clean_redis).connection_pool.connection_kwargs["port"]
 
 
 def _as(port: int, user: str, **options) -> redis.Redis:
@@ -108,7 +82,7 @@ def test_keda_reads_the_infer_queues_length_and_nothing_else(server):
 
 
 def test_a_user_without_a_password_is_off():
-    done = _render({"SSDSTACK_REDIS_PASSWORD": PASSWORDS["default"]})
+    done = render({"SSDSTACK_REDIS_PASSWORD": PASSWORDS["default"]})
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     digest = hashlib.sha256(PASSWORDS["default"].encode()).hexdigest()
@@ -124,7 +98,7 @@ def test_a_user_without_a_password_is_off():
      "SSDSTACK_REDIS_PASSWORD_WORKER may hold only"),
 ])
 def test_the_script_refuses_a_missing_or_unusable_password(env, says):
-    done = _render(env)
+    done = render(env)
     assert done.returncode != 0 and says in done.stderr
 
 

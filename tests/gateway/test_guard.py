@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from gateway.main import create_app
 from live_gateway import KEY_ENTRIES, KEYS, raw_request, served
 from polling import wait_for
+from redis_acl import denials
 from ssdstack.settings import GatewaySettings
 
 # Which scope each route needs, written here independently of the routes' own markers:
@@ -51,9 +52,13 @@ def settings(redis_url: str, tmp_path, **values) -> GatewaySettings:
 
 
 @pytest.fixture
-def client(clean_redis, tmp_path):
-    with TestClient(create_app(settings(clean_redis, tmp_path))) as test_client:
+def client(clean_redis, redis_user_url, tmp_path):
+    """The gateway in-process, as the Redis user ``gateway``; any command Redis refused it
+    fails the test."""
+    with TestClient(create_app(settings(redis_user_url("gateway"), tmp_path))) as test_client:
         yield test_client
+    refused = denials(redis.Redis.from_url(clean_redis))
+    assert not refused, f"Redis refused the gateway commands (k8s/base/redis-users.acl): {refused}"
 
 
 def test_every_route_needs_the_scope_the_table_gives(client):
