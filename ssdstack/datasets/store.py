@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import re
 import shutil
 import uuid
@@ -30,6 +31,7 @@ from ssdstack.datasets.convert import as_coco
 from ssdstack.datasets.layout import detect_format
 from ssdstack.durable import publish_rename, write_json_atomic
 from ssdstack.errors import Conflict, InvalidDataset, InvalidInput, NotFound, PayloadTooLarge, SsdStackError
+from ssdstack.model_store import sha256_file
 from ssdstack.names import NAME_PATTERN
 
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -114,6 +116,13 @@ class DatasetStore:
         when that is not ``auto``) for bad content; then nothing is stored.
         ``ingested_by``: the ingest job's id, kept in ``dataset.json``.
         """
+        return self._ingest(name, limits, expected_format, ingested_by,
+                            lambda archive: _copy_limited(source, archive, limits.max_bytes))
+
+    def _ingest(self, name: str, limits: UploadLimits, expected_format: str, ingested_by: str | None,
+                place: Callable[[Path], tuple[str, int]]) -> dict[str, Any]:
+        """:meth:`ingest_archive`, the archive put at the path ``place`` is given (in a
+        scratch folder of the store) and answering with its (sha256 hex, byte count)."""
         self.check_name(name)
         target = self.datasets_dir / name
         if target.exists():
@@ -122,7 +131,7 @@ class DatasetStore:
         work.mkdir(parents=True)
         try:
             archive = work / "upload"
-            sha256, size_bytes = _copy_limited(source, archive, limits.max_bytes)
+            sha256, size_bytes = place(archive)
             extracted = work / "extracted"
             safe_extract(archive, extracted, limits.max_members, limits.max_unpacked_bytes)
             archive.unlink()  # halves the disk an upload holds from here on
@@ -181,9 +190,17 @@ class DatasetStore:
             if info.get("ingested_by") == job_id:
                 upload.unlink(missing_ok=True)
                 return info
+        def link(archive: Path) -> tuple[str, int]:
+            # The upload's own bytes under a second name (both are in the store's .tmp/),
+            # not a copy; the upload itself stays until the ingest ends, for a rerun.
+            os.link(upload, archive)
+            size = archive.stat().st_size
+            if size > limits.max_bytes:
+                raise PayloadTooLarge(f"upload is larger than the limit of {limits.max_bytes} bytes")
+            return sha256_file(archive), size
+
         try:
-            with upload.open("rb") as source:
-                return self.ingest_archive(source, name, limits, expected_format, ingested_by=job_id)
+            return self._ingest(name, limits, expected_format, job_id, link)
         except FileNotFoundError:
             error = InvalidInput(f"upload {upload_id} is gone: an earlier run of this ingest removed it")
             self.fail_ingest(name, job_id, error.to_dict())

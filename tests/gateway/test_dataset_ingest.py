@@ -3,11 +3,13 @@ evaluator's ingest ran; no job may use a dataset that is not ready; one name, on
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 
 import pytest
 
 from ingest_gateway import KEY
+import ssdstack.datasets.store as store_module
 from ssdstack.datasets.store import DatasetStore
 from ssdstack.datasets.synth import synthesize
 
@@ -86,3 +88,22 @@ def test_an_ingest_run_again_after_it_stored_the_dataset_succeeds(gateway, archi
     store = DatasetStore(tmp_path / "store")  # the stage's second run, its upload gone with the first
     assert store.ingest_upload("twice", job["spec"]["upload"], None, "auto", job["id"]) == first["result"]["dataset"]
     assert store.get("twice")["state"] == "ready" and store.get("twice")["ingested_by"] == job["id"]
+
+
+def test_an_ingest_unpacks_the_upload_itself_not_a_copy(gateway, archive, tmp_path, monkeypatch):
+    """The upload is not copied again: what the ingest unpacks is the spooled upload under a
+    second name (a hard link), so an upload never takes twice its size in the store."""
+    client, _, run_job = gateway
+    job = upload(client, "linked", archive).json()
+    spooled = DatasetStore(tmp_path / "store").upload_path(job["spec"]["upload"])
+    seen = []
+    unpack = store_module.safe_extract
+
+    def watched(archive_path, *rest):
+        seen.append((os.path.samefile(archive_path, spooled), spooled.stat().st_nlink))
+        return unpack(archive_path, *rest)
+
+    monkeypatch.setattr(store_module, "safe_extract", watched)
+    run_job(job["id"])
+    assert client.get(f"/v1/jobs/{job['id']}", headers=KEY).json()["state"] == "succeeded"
+    assert seen == [(True, 2)] and not spooled.exists()
