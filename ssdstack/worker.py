@@ -1,12 +1,9 @@
 """What every worker process shares: heartbeats, and running a job's stages under a lease.
 
-Heartbeats: a thread writes ``ssdstack:worker:<id>`` (queues, backends with their
-install hints, time) with a TTL and its time in the ``ssdstack:workers`` registry every
-``heartbeat_interval`` seconds. The gateway's ``/readyz``, ``/v1/backends`` and backend
-checks read these, never ``celery inspect``, which a busy single-job worker cannot answer.
-The same thread touches the liveness file that Kubernetes probes read, whether Redis
-answers or not, for up to ``redis_outage_grace`` seconds of outage: an outage restarts no
-worker. A wedged worker stops touching it. Another thread runs the reaper's sweeps
+Heartbeats: a thread writes the worker's record (queues, backends with their install
+hints, time; :mod:`ssdstack.heartbeats`) every ``heartbeat_interval`` seconds. Another
+touches the liveness file that Kubernetes probes read, whether Redis answers or not, for
+up to ``redis_outage_grace`` seconds of outage: an outage restarts no worker. A wedged worker stops touching it. Another thread runs the reaper's sweeps
 (:mod:`ssdstack.jobs.reaper`).
 
 Stages: :meth:`WorkerRuntime.serve` registers the task of one :class:`Route`; a message
@@ -36,7 +33,6 @@ that stage, to resume on another worker, and counts as no failed attempt.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -53,80 +49,20 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from ssdstack.durable import no_space
 from ssdstack.errors import InsufficientStorage, NotFound, SsdStackError
+from ssdstack.heartbeats import remove_heartbeat, write_heartbeat
 from ssdstack.jobs.context import JobCancelled
 from ssdstack.jobs.pipeline import (JOB_TYPES, JobType, Route, StageRunner, recorded_outputs, run_stage, send_stage,
                                    stage_in_message)
 from ssdstack.jobs.reaper import Reaper
 from ssdstack.jobs.records import SUCCEEDED, TERMINAL, JobStore
+from ssdstack.jobs.run_context import RedisJobContext, RidingOut, Stopped
 from ssdstack.model_store import remove_stale_scratch
 from ssdstack.redis_client import ride_out
 from ssdstack.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-WORKER_PREFIX = "ssdstack:worker:"
-WORKER_REGISTRY = "ssdstack:workers"
 # Exit status of a worker whose job body did not stop after the watchdog failed its job.
 EXIT_WEDGED = 70
-
-
-class _RidingOut:
-    """The job store, each call ridden out (:func:`ride_out`): the writes that say where a
-    job stands wait for Redis to come back rather than being lost to an outage."""
-
-    def __init__(self, jobs: JobStore, grace_s: float):
-        self._jobs = jobs
-        self._grace_s = grace_s
-
-    def __getattr__(self, name: str) -> Callable:
-        method = getattr(self._jobs, name)
-        return lambda *args, **kwargs: ride_out(self._grace_s, method, *args, **kwargs)
-
-
-class _Stopped(Exception):
-    """This run lost the job's lease, or the job ended elsewhere: it records nothing more."""
-
-
-class RedisJobContext:
-    """JobContext backed by the job record in Redis.
-
-    Progress and log writes are best effort: a Redis blip must not fail an hours-long
-    training job; each counts as activity for the watchdog. ``cancelled()`` is also true
-    once the run has lost its lease (``lease_lost``: the watchdog sets it too) or its
-    worker is shutting down (``interrupted``).
-    """
-
-    def __init__(self, jobs: JobStore, job_id: str, interrupted: threading.Event):
-        self.jobs = jobs
-        self.job_id = job_id
-        self.lease_lost = threading.Event()
-        self.interrupted = interrupted
-        self.last_activity = time.monotonic()
-        self.stage_index: int | None = None
-        self.started_at: float | None = None  # the job's first start, for its time limit
-
-    def progress(self, **fields) -> None:
-        self.last_activity = time.monotonic()
-        try:
-            self.jobs.progress(self.job_id, **fields)
-        except redis.RedisError as error:
-            log.warning("job %s: progress not recorded: %s", self.job_id, error)
-
-    def log(self, message: str) -> None:
-        self.last_activity = time.monotonic()
-        log.info("job %s: %s", self.job_id, message)
-        try:
-            self.jobs.log(self.job_id, message)
-        except redis.RedisError as error:
-            log.warning("job %s: log line not recorded: %s", self.job_id, error)
-
-    def cancelled(self) -> bool:
-        if self.lease_lost.is_set() or self.interrupted.is_set():
-            return True
-        try:
-            return self.jobs.cancel_requested(self.job_id)
-        except redis.RedisError as error:
-            log.warning("job %s: cancel flag unreadable, going on: %s", self.job_id, error)
-            return False
 
 
 class WorkerRuntime:
@@ -155,7 +91,7 @@ class WorkerRuntime:
         self.jobs = JobStore.from_url(settings.redis_url, retention_s=settings.job_retention,
                                       sentinel_master=settings.redis_sentinel_master)
         # What records a job's stages and end: waits out a Redis outage (progress does not).
-        self.steady = _RidingOut(self.jobs, settings.redis_outage_grace)
+        self.steady = RidingOut(self.jobs, settings.redis_outage_grace)
         self.app: Celery | None = None
         self.route: Route | None = None
         self.runners: dict[str, StageRunner] = {}
@@ -196,11 +132,7 @@ class WorkerRuntime:
                   "pid": os.getpid(), "host": socket.gethostname()}
         if self.serving is not None:
             record["serving"] = self.serving()
-        pipe = self.jobs.redis.pipeline()
-        pipe.set(WORKER_PREFIX + self.worker_id, json.dumps(record), px=int(self.settings.heartbeat_ttl * 1000))
-        pipe.zadd(WORKER_REGISTRY, {self.worker_id: now})
-        pipe.zremrangebyscore(WORKER_REGISTRY, "-inf", now - 10 * self.settings.heartbeat_ttl)
-        pipe.execute()
+        write_heartbeat(self.jobs.redis, record, self.settings.heartbeat_ttl)
         self._redis_reached = time.monotonic()
 
     def touch_liveness(self) -> bool:
@@ -248,8 +180,7 @@ class WorkerRuntime:
         for thread in self._threads:
             thread.join(timeout=10)
         try:
-            self.jobs.redis.delete(WORKER_PREFIX + self.worker_id)
-            self.jobs.redis.zrem(WORKER_REGISTRY, self.worker_id)
+            remove_heartbeat(self.jobs.redis, self.worker_id)
         except redis.RedisError:
             pass
 
@@ -421,7 +352,7 @@ class WorkerRuntime:
             if not self.steady.mark_running(job_id, self.worker_id):
                 return None
             return self._run_segment(ctx, job_type, job, start)
-        except _Stopped:
+        except Stopped:
             return None
         except Exception as error:
             if ctx.lease_lost.is_set():  # the job belongs to the run that holds the lease now
@@ -480,7 +411,7 @@ class WorkerRuntime:
     def _run_segment(self, ctx: RedisJobContext, job_type: JobType, job: dict, start: int) -> int | None:
         """Run stages ``start``.. on this route; the index of the stage to hand on to, or None
         when the job is done. Stages already recorded as succeeded are not run again.
-        Raises _Stopped once the lease is lost or the job ended elsewhere (cancelled)."""
+        Raises Stopped once the lease is lost or the job ended elsewhere (cancelled)."""
         job_id = job["id"]
         spec = job_type.spec.model_validate(job["spec"])
         if job.get("stages") is None:
@@ -498,7 +429,7 @@ class WorkerRuntime:
             self._check_still_ours(ctx)
             self.steady.advance_stage(job_id, stage.name, index)
             if not self.steady.stage_started(job_id, index):
-                raise _Stopped
+                raise Stopped
             ctx.stage_index = index
             ctx.progress(stage=stage.name)
             outputs[stage.name] = run_stage(stage, self.runners[stage.name], ctx,
@@ -506,7 +437,7 @@ class WorkerRuntime:
             self._check_still_ours(ctx)
             if not self.steady.stage_done(job_id, index, outputs[stage.name].model_dump(mode="json"),
                                         job_type.result(outputs, base)):
-                raise _Stopped
+                raise Stopped
         if segment.stop < len(job_type.stages):
             return segment.stop
         self.steady.succeed(job_id, job_type.result(outputs, base))
@@ -516,13 +447,4 @@ class WorkerRuntime:
     @staticmethod
     def _check_still_ours(ctx: RedisJobContext) -> None:
         if ctx.lease_lost.is_set():
-            raise _Stopped
-
-
-def live_workers(client: redis.Redis) -> list[dict]:
-    """Heartbeat records of every registered worker whose heartbeat key has not expired."""
-    ids = client.zrange(WORKER_REGISTRY, 0, -1)
-    if not ids:
-        return []
-    records = client.mget([WORKER_PREFIX + worker_id for worker_id in ids])
-    return sorted((json.loads(raw) for raw in records if raw), key=lambda w: w["worker_id"])
+            raise Stopped

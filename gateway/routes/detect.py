@@ -22,7 +22,7 @@ from ssdstack.celery_app import INFER_QUEUE
 from ssdstack.detect_protocol import DetectError, DetectRequest, decode_reply, send_request
 from ssdstack.errors import (InvalidImage, Overloaded, PayloadTooLarge, ReportedError, ServiceUnavailable,
                              UpstreamTimeout)
-from ssdstack.worker import live_workers
+from ssdstack.heartbeats import live_workers
 
 router = APIRouter(tags=["detect"])
 

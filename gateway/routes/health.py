@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from gateway.deps import JobsDep, Read
 from ssdstack.celery_app import QUEUES
 from ssdstack.jobs.records import INDEX, PREFIX
-from ssdstack.worker import live_workers
+from ssdstack.heartbeats import live_workers
 
 router = APIRouter(tags=["health"])
 

@@ -12,7 +12,7 @@ from gateway.routes.datasets import current
 from ssdstack.errors import BackendUnavailable, Conflict, NotFound, ServiceUnavailable
 from ssdstack.jobs.pipeline import JOB_TYPES, JobSpec, send_stage
 from ssdstack.jobs.records import JOB_ID
-from ssdstack.worker import live_workers
+from ssdstack.heartbeats import live_workers
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=f"^{JOB_ID.pattern}$", description="a job id, 32 hex digits")]

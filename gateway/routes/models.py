@@ -9,7 +9,7 @@ from gateway.deps import Admin, JobsDep, ModelsDep, Read
 from gateway.heartbeats import missing_engine
 from ssdstack.errors import Conflict, InvalidInput
 from ssdstack.model_store import servable
-from ssdstack.worker import live_workers
+from ssdstack.heartbeats import live_workers
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 Version = Path(ge=1)

@@ -27,7 +27,7 @@ from cli.processes import free_port
 from polling import wait_for
 from ssdstack.celery_app import INFER_QUEUE, QUEUES
 from ssdstack.detect_payloads import DetectPayloads
-from ssdstack.worker import WORKER_PREFIX, WORKER_REGISTRY
+from ssdstack.heartbeats import write_heartbeat
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,8 +71,7 @@ class StandInInferencer:
         for queue in QUEUES:
             record = {"worker_id": f"stand-in-{queue}", "service": queue, "queues": [queue], "backends": {},
                       "time": time.time()}
-            self.redis.set(WORKER_PREFIX + record["worker_id"], json.dumps(record), px=int(ttl_s * 1000))
-            self.redis.zadd(WORKER_REGISTRY, {record["worker_id"]: time.time()})
+            write_heartbeat(self.redis, record, ttl_s)
 
     def answer_one(self, timeout: float = 0.2) -> bool:
         """Take one queued request and answer it; False when none came within ``timeout``."""

@@ -20,7 +20,8 @@ from ssdstack.jobs.context import JobCancelled
 from ssdstack.jobs.pipeline import JobType, stage_in_message
 from ssdstack.settings import WorkerSettings
 from ssdstack.redis_client import ride_out
-from ssdstack.worker import EXIT_WEDGED, WorkerRuntime, live_workers
+from ssdstack.heartbeats import live_workers
+from ssdstack.worker import EXIT_WEDGED, WorkerRuntime
 from toy import ELSEWHERE, HERE, LEGACY_STAGE, TOY, Counted, Doubled, FakeTask, ToySpec
 
 @pytest.fixture
