@@ -25,6 +25,7 @@ import pytest
 
 from cli.client import Client
 from cli.demo import DemoConfig, run_demo
+from redis_acl import CONNECTION_SETUP
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("gateway", "trainer", "converter", "inferencer", "evaluator")
@@ -52,6 +53,23 @@ def run(*command: str, timeout: float = 1800, env: dict | None = None, check: bo
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(command)} exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}")
     return done.stdout
+
+
+def acl_refusals(raw: str) -> list[tuple[str, str, str]]:
+    """(user, reason, object) of each entry of ``redis-cli acl log`` (raw output: each
+    field's name on a line, its value on the next), but failed logins and the client
+    commands redis-py sends as it connects (tests/redis_acl.py)."""
+    lines = raw.splitlines()
+    entries, entry = [], {}
+    for name, value in zip(lines, lines[1:]):
+        if name == "count" and entry:
+            entries.append(entry)
+            entry = {}
+        if name in ("reason", "object", "username") and name not in entry:
+            entry[name] = value
+    entries += [entry] if entry else []
+    return [(e.get("username"), e.get("reason"), e.get("object")) for e in entries
+            if e.get("reason") != "auth" and e.get("object") not in CONNECTION_SETUP]
 
 
 def free_port() -> int:
@@ -116,6 +134,17 @@ def test_the_stack_runs_the_demo_pipeline_under_compose(engine, tmp_path):
         gateway = next(name for name in containers if "gateway" in name)
         manifest = json.loads(run(engine, "exec", gateway, "cat", "/data/store/models/demo/1/manifest.json"))
         assert "serving_onnxruntime" in manifest["artefacts"]  # converted, in the shared volume
+
+        # Each service logged in as its own Redis user (k8s/base/redis-users.acl) and was
+        # refused nothing.
+        redis_container = next(name for name in containers if "redis" in name)
+        users = run(engine, "exec", redis_container, "sh", "-c",
+                    'REDISCLI_AUTH="$SSDSTACK_REDIS_PASSWORD" redis-cli client list')
+        summary["redis_users"] = sorted({field[5:] for field in users.split() if field.startswith("user=")})
+        assert {"gateway", "inferencer", "worker"} <= set(summary["redis_users"]), users
+        log = run(engine, "exec", redis_container, "sh", "-c",
+                  'REDISCLI_AUTH="$SSDSTACK_REDIS_PASSWORD" redis-cli acl log 128')
+        assert not acl_refusals(log), acl_refusals(log)
     finally:
         run(*compose, "down", "-v", env=env, check=False, timeout=600)
         out = REPO / "var" / "compose-run.json"
