@@ -114,6 +114,9 @@ class LocalStack:
             SSDSTACK_PORT=str(self.gateway_port),
             SSDSTACK_HOST="127.0.0.1",
             SSDSTACK_INFER_CONCURRENCY=str(self.infer_concurrency),
+            # Batches of up to the inferencer's threads: one batch runs at a time.
+            **({"SSDSTACK_INFER_MAX_BATCH": str(self.infer_concurrency)} if self.infer_concurrency > 1
+               else {"SSDSTACK_INFER_BATCHING": "false"}),
             PYTHONUNBUFFERED="1",
         )
         # MindSpore logs every graph-compile warning unless told otherwise (3 = errors only).

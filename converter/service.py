@@ -66,7 +66,7 @@ def convert_version(store: ModelStore, name: str, version: int, backend: str, ct
         size = int(manifest["image_size"])
         record = {
             "artefact": result.artefact_kind,
-            "input": {"name": "image", "dtype": "uint8", "shape": [1, size, size, 3], "layout": "NHWC",
+            "input": {"name": "image", "dtype": "uint8", "shape": [result.batch, size, size, 3], "layout": "NHWC",
                       "colour_order": "RGB"},
             "outputs": ["boxes", "scores"],
             "check": check,

@@ -6,6 +6,7 @@ import threading
 import time
 
 from inferencer.backends import select_engine
+from inferencer.batching import BatchPolicy, batching
 from inferencer.detector import Detector
 from ssdstack.errors import InvalidInput, NoDeployedModel
 from ssdstack.model_store import ModelStore
@@ -25,12 +26,15 @@ class ModelRepository:
     closed: requests already holding it finish on the old version.
     """
 
-    def __init__(self, store: ModelStore, engine_name: str, engine_options: dict[str, dict] | None = None):
+    def __init__(self, store: ModelStore, engine_name: str, engine_options: dict[str, dict] | None = None,
+                 batch_policy: BatchPolicy | None = None):
         """``engine_name``: an engine, or ``"auto"`` (per version, the first available engine
-        it was converted for); ``engine_options``: constructor options per engine name."""
+        it was converted for); ``engine_options``: constructor options per engine name;
+        ``batch_policy``: how concurrent detects share engine calls (None: they do not)."""
         self.store = store
         self.engine_name = engine_name
         self.engine_options = dict(engine_options or {})
+        self.batch_policy = batch_policy
         select_engine(engine_name, self.engine_options)  # fail at start-up, not on the first request
         self._detectors: dict[str, Detector] = {}
         self._failed: dict[str, dict] = {}  # name -> {"version", "error", "at"} of its last failed load
@@ -115,7 +119,7 @@ class ModelRepository:
         manifest = self.store.manifest(name, version)
         engine = select_engine(self.engine_name, self.engine_options, manifest)
         engine.load(self.store.version_dir(name, version), manifest)
-        return engine.detector(manifest, name, version)
+        return batching(engine, self.batch_policy).detector(manifest, name, version)
 
     def _lock(self, name: str) -> threading.Lock:
         with self._locks_guard:

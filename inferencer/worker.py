@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from inferencer import tasks
 from inferencer.backends import ENGINES, engine_options
+from inferencer.batching import batch_policy
 from inferencer.repository import ModelRepository
 from ssdstack.backends import describe
 from ssdstack.celery_app import INFER_QUEUE, create_app
@@ -22,7 +23,8 @@ def backends() -> dict:
 settings = worker_settings()
 app = create_app(settings, "inferencer")
 app.conf.worker_concurrency = settings.infer_concurrency
-repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend, engine_options(settings))
+repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend, engine_options(settings),
+                             batch_policy(settings))
 runtime = WorkerRuntime("inferencer", [INFER_QUEUE], settings, backends, serving=repository.status)
 runtime.install()
 tasks.register_detect(app, runtime, repository)

@@ -87,6 +87,13 @@ class WorkerSettings(CommonSettings):
     infer_concurrency: int = Field(default=4, ge=1, le=64)
     # Threads one ONNX Runtime run may use (0: one per physical core).
     infer_intra_op_threads: int = Field(default=0, ge=0, le=256)
+    # Dynamic batching: concurrent detects for one model version share an engine call of
+    # up to infer_max_batch images, collected for up to infer_max_delay_ms; at most
+    # infer_concurrency / infer_max_batch calls run at once. Versions converted for batch 1
+    # are served one image at a time whatever these say.
+    infer_batching: bool = True
+    infer_max_batch: int = Field(default=4, ge=2, le=64)
+    infer_max_delay_ms: float = Field(default=2.0, ge=0, le=1000)
     # Ascend chip ("Ascend310P3"): the converter's default ATC target, and the chip an
     # inferencer serves on ("" = ask npu-smi).
     ascend_soc_version: str = ""
@@ -101,6 +108,14 @@ class WorkerSettings(CommonSettings):
     trainer_image: str = ""
     k8s_namespace: str = "ssdstack"
     store_pvc: str = "ssdstack-store"
+
+    @model_validator(mode="after")
+    def _batches_fit_the_threads(self) -> "WorkerSettings":
+        if self.infer_batching and self.infer_concurrency < self.infer_max_batch:
+            raise ValueError(f"SSDSTACK_INFER_CONCURRENCY ({self.infer_concurrency}) must be at least "
+                             f"SSDSTACK_INFER_MAX_BATCH ({self.infer_max_batch}): a batch is that many detects "
+                             "at once (or set SSDSTACK_INFER_BATCHING=false)")
+        return self
 
     @field_validator("time_limits")
     @classmethod

@@ -37,7 +37,8 @@ class ConvertResult:
 
     ``check`` is the accuracy check's dict (see :func:`converter.check.check_against_reference`),
     or ``{"passed": None, "reason": ...}`` for an artefact that cannot run here;
-    ``details`` says how the artefact was made (source, tool versions, settings).
+    ``details`` says how the artefact was made (source, tool versions, settings);
+    ``batch`` is the artefact's batch axis: 1, or a name when it takes any number of images.
     """
 
     artefact_kind: str
@@ -45,6 +46,7 @@ class ConvertResult:
     check: dict
     details: dict = field(default_factory=dict)
     extra: dict[str, Path] = field(default_factory=dict)
+    batch: int | str = 1
 
 
 class ConverterBackend(Backend):

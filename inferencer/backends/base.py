@@ -20,9 +20,12 @@ from ssdstack.model_store import sha256_file
 
 
 class InferenceEngine(Backend):
-    """Base class: subclasses set the class attributes and implement ``load`` and ``predict``."""
+    """Base class: subclasses set the class attributes and implement ``load`` and ``predict``
+    (and ``predict_batch`` where the loaded artefact takes more than one image at once)."""
 
     kind = "inference engine"
+    # Images one engine call may take, as the loaded artefact allows (1: one at a time).
+    max_batch = 1
 
     def serving_file(self, version_dir: Path, manifest: dict) -> Path:
         """The version's :attr:`artefact` artefact, checked against its sha256.
@@ -46,6 +49,12 @@ class InferenceEngine(Backend):
         """``image`` ``[S, S, 3]`` uint8 RGB -> ``(boxes [P, 4] normalised (y0, x0, y1, x1),
         scores [P, C] with column 0 the background)``. Safe to call from several threads."""
         raise NotImplementedError
+
+    def predict_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``images`` ``[B, S, S, 3]`` uint8 -> ``(boxes [B, P, 4], scores [B, P, C])``, as
+        :meth:`predict` gives them per image; here, one :meth:`predict` call each."""
+        results = [self.predict(image) for image in images]
+        return np.stack([boxes for boxes, _ in results]), np.stack([scores for _, scores in results])
 
     def detector(self, manifest: dict, name: str, version: int) -> Detector:
         """The detector serving this loaded engine as version ``version`` of model ``name``."""

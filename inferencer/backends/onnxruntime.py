@@ -1,4 +1,9 @@
-"""ONNX Runtime engine: runs the converter's ``model.ort.onnx`` (preprocessing in the graph)."""
+"""ONNX Runtime engine: runs the converter's ``model.ort.onnx`` (preprocessing in the graph).
+
+A served graph whose input's first axis is named rather than fixed takes any number of
+images in one run (:meth:`OnnxRuntimeEngine.predict_batch`); one converted before the
+converter named it takes one image at a time.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +13,11 @@ import numpy as np
 from inferencer.backends.base import InferenceEngine
 from ssdstack.errors import InvalidInput
 from ssdstack.model_store import SERVING_ONNXRUNTIME
+
+
+# The batch size a graph with a named batch axis is taken to allow (the batch policy
+# decides the size actually run).
+DYNAMIC_BATCH = 1024
 
 
 class OnnxRuntimeEngine(InferenceEngine):
@@ -47,12 +57,20 @@ class OnnxRuntimeEngine(InferenceEngine):
             options.intra_op_num_threads = self.intra_op_threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        batch_axis = self._session.get_inputs()[0].shape[0]
+        self.max_batch = DYNAMIC_BATCH if not isinstance(batch_axis, int) else batch_axis
 
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self._session is None:
-            raise RuntimeError("OnnxRuntimeEngine.predict before load")
-        size = self.image_size
-        if image.shape != (size, size, 3) or image.dtype != np.uint8:
-            raise ValueError(f"expected a [{size}, {size}, 3] uint8 image, got {list(image.shape)} {image.dtype}")
-        boxes, scores = self._session.run(self._outputs, {self._input: np.ascontiguousarray(image)[None]})
+        boxes, scores = self.predict_batch(image[None])
         return boxes[0], scores[0]
+
+    def predict_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._session is None:
+            raise RuntimeError("OnnxRuntimeEngine.predict_batch before load")
+        size = self.image_size
+        if images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
+            raise ValueError(f"expected [B, {size}, {size}, 3] uint8 images, got {list(images.shape)} {images.dtype}")
+        if len(images) > self.max_batch:
+            return super().predict_batch(images)
+        boxes, scores = self._session.run(self._outputs, {self._input: np.ascontiguousarray(images)})
+        return boxes, scores

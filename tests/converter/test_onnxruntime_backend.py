@@ -38,7 +38,7 @@ def test_conversion_matches_reference_and_is_recorded(store, publish_model):
     assert entry["file"] == "model.ort.onnx" and entry["sha256"] == sha256_file(path)
     serving = manifest["serving"]["onnxruntime"]
     size = manifest["image_size"]
-    assert serving["input"] == {"name": "image", "dtype": "uint8", "shape": [1, size, size, 3], "layout": "NHWC",
+    assert serving["input"] == {"name": "image", "dtype": "uint8", "shape": ["batch", size, size, 3], "layout": "NHWC",
                                 "colour_order": "RGB"}
     assert serving["outputs"] == ["boxes", "scores"] and serving["check"] == check
     assert store.verify("demo", version) == []
@@ -55,7 +55,8 @@ def test_converted_graph_takes_uint8_nhwc_and_folds_normalisation(store, publish
     manifest = store.manifest("demo", version)
     size = manifest["image_size"]
     [image_input] = served.get_inputs()
-    assert (image_input.name, image_input.type, image_input.shape) == ("image", "tensor(uint8)", [1, size, size, 3])
+    assert (image_input.name, image_input.type, image_input.shape) == ("image", "tensor(uint8)",
+                                                                        ["batch", size, size, 3])
     assert [o.name for o in served.get_outputs()] == ["boxes", "scores"]
 
     # Any image, not only the reference ones: the folded graph equals normalise + original.
