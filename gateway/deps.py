@@ -46,12 +46,12 @@ def get_celery(request: Request) -> Celery:
     return _state(request).celery
 
 
-BodyKind = Literal["json", "image", "upload"]
+BodyKind = Literal["json", "image", "tensor", "upload"]
 
 
 class Access:
     """What a route needs: a key with ``scope``, and a body of ``body`` kind (its size
-    bound). :class:`gateway.guard.Guard` enforces both before the body is read; as a
+    bound: ``image`` a multipart image, ``tensor`` an inference request holding one). :class:`gateway.guard.Guard` enforces both before the body is read; as a
     dependency it documents the key in the OpenAPI and gives the caller's identity (the
     SHA-256 of their key) to the route."""
 

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.deps import Access, access_of
-from gateway.errors import domain_response
+from gateway.errors import domain_response, is_oip
 from ssdstack.api_keys import ApiKey, digest_of, find
 from ssdstack.errors import Forbidden, Overloaded, PayloadTooLarge, RateLimited, SsdStackError, Unauthorized
 from ssdstack.settings import GatewaySettings
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # Room for the multipart envelope around a detect image.
 MULTIPART_OVERHEAD = 64 * 1024
 RATE_LIMIT_PREFIX = "ssdstack:ratelimit"
+# Bodies that hold a detect image, counted against the receive budget.
+IMAGE_BODIES = ("image", "tensor")
 # A gateway at its bound on held images frees up as detects are answered.
 RETRY_AFTER_S = 1
 
@@ -68,6 +70,8 @@ class Guard:
                  limits: RateLimits):
         self.app, self.routes, self.keys, self.limits = app, routes, keys, limits
         self.bounds = {"json": settings.max_json_bytes, "image": settings.max_image_bytes + MULTIPART_OVERHEAD,
+                       # an inference request may carry the image in base64 (4 bytes per 3)
+                       "tensor": settings.max_image_bytes * 4 // 3 + MULTIPART_OVERHEAD,
                        "upload": settings.max_upload_bytes}
         # Detect bodies being received or held (spooled to /tmp past 1 MiB) by this process.
         self.image_budget, self.image_bytes = settings.detect_receive_budget_bytes, 0
@@ -94,12 +98,12 @@ class Guard:
         # What an image body takes of this process's budget: its declared size, or the bound;
         # never more than the whole budget, so that one request alone always gets through.
         held = min(int(declared) if declared.isdigit() else bound, self.image_budget) \
-            if access and access.body == "image" else 0
+            if access and access.body in IMAGE_BODIES else 0
         if refusal is None and held and self.image_bytes + held > self.image_budget:
             refusal = Overloaded("this gateway is receiving as many detect images as it holds; retry shortly",
                                  RETRY_AFTER_S)
         if refusal is not None:
-            return await domain_response(refusal)(scope, receive, send_with_id)
+            return await domain_response(refusal, is_oip(scope["path"]))(scope, receive, send_with_id)
         self.image_bytes += held
         try:
             await self._bounded(scope, receive, send_with_id, bound)
@@ -154,7 +158,7 @@ class Guard:
             if started:
                 raise
         if over and not started:
-            await domain_response(too_large)(scope, receive, send)
+            await domain_response(too_large, is_oip(scope["path"]))(scope, receive, send)
 
     def _route_access(self, scope: Scope) -> Access | None:
         for route in self.routes:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from gateway import errors
 from gateway.guard import Guard, RateLimits
-from gateway.routes import checkpoints, datasets, detect, health, jobs, models
+from gateway.routes import checkpoints, datasets, detect, health, jobs, models, oip
 from ssdstack.celery_app import create_app as create_celery
 from ssdstack.checkpoints import CheckpointStore
 from ssdstack.datasets.store import DatasetStore
@@ -63,7 +63,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.payloads = DetectPayloads(waits)
     app.state.detects_waiting = 0
     errors.install(app)
-    routers = [module.router for module in (health, jobs, datasets, checkpoints, models, detect)]
+    routers = [module.router for module in (health, jobs, datasets, checkpoints, models, detect, oip)]
     for router in routers:
         app.include_router(router)
     app.add_middleware(Guard, routes=[route for router in routers for route in router.routes], settings=settings,

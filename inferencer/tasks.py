@@ -15,6 +15,7 @@ from ssdstack.detect_payloads import DetectPayloads
 from ssdstack.detect_protocol import DETECT_TASK, REPLY_TTL_S, DetectAnswer, DetectError, encode_reply, read_request
 from ssdstack.errors import PreconditionFailed, SsdStackError
 from ssdstack.evaluation import check_map_drop
+from ssdstack.images import rgb_pixels
 from ssdstack.jobs.context import JobContext
 from ssdstack.jobs.pipeline import EVALUATOR
 from ssdstack.jobs.specs import IngestSpec
@@ -94,9 +95,13 @@ def register_detect(app: Celery, runtime: WorkerRuntime, repository: ModelReposi
                 log.info("detect %s not started: its image expired before an inferencer took it", request.image_key)
                 return None
             detector = repository.get(request.model)
-            return DetectAnswer.model_validate(detector.detect(
-                image, max_pixels=settings.max_image_pixels, score_threshold=request.score_threshold,
-                iou_threshold=request.iou_threshold, max_detections=request.max_detections))
+            overrides = {"score_threshold": request.score_threshold, "iou_threshold": request.iou_threshold,
+                         "max_detections": request.max_detections}
+            if request.pixels is None:
+                return DetectAnswer.model_validate(detector.detect(image, max_pixels=settings.max_image_pixels,
+                                                                   **overrides))
+            rgb = rgb_pixels(image, request.pixels, settings.max_image_pixels)
+            return DetectAnswer.model_validate(detector.detect_array(rgb, **overrides))
         except SsdStackError as error:
             return DetectError.of(error)
         except Exception as error:  # keep serving; the client gets a 500 with the reason

@@ -3,8 +3,8 @@
 The gateway stores the image in Redis (:mod:`ssdstack.detect_payloads`, under a budget)
 and sends a :class:`DetectRequest`, which names the image's key, as the only argument of
 an ``inferencer.detect`` task on the ``infer`` queue (with an expiry), then waits on the
-request's reply list (``BLPOP`` with a timeout). The inferencer takes the image and
-pushes one JSON reply there: a :class:`DetectAnswer`, or a :class:`DetectError` (a bad
+request's reply list (``BLPOP`` with a timeout). The inferencer takes the image (an encoded file,
+or with ``pixels`` raw RGB pixels) and pushes one JSON reply there: a :class:`DetectAnswer`, or a :class:`DetectError` (a bad
 image is the client's problem, never a task failure). Every message carries a
 ``schema_version``. Version 1 requests carried the image in the message; an inferencer of
 this release answers them with an error naming the gateway to upgrade. Replies are the
@@ -39,7 +39,8 @@ class _Message(BaseModel):
 
 class DetectRequest(_Message):
     """Where the image waits (file bytes in a Redis key) and optional overrides of the
-    model's postprocess."""
+    model's postprocess. ``pixels`` ``[H, W]``: the key holds raw RGB pixels instead,
+    ``H * W * 3`` bytes, row by row (an Open Inference Protocol ``UINT8`` tensor)."""
 
     schema_version: int = Field(default=SCHEMA_VERSION, ge=SCHEMA_VERSION, le=SCHEMA_VERSION)
     reply_key: str = Field(pattern=rf"^{REPLY_PREFIX}[0-9a-f]{{32}}$")
@@ -48,6 +49,7 @@ class DetectRequest(_Message):
     score_threshold: float | None = Field(default=None, ge=0, le=1)
     iou_threshold: float | None = Field(default=None, gt=0, le=1)
     max_detections: int | None = Field(default=None, ge=1, le=1000)
+    pixels: list[int] | None = Field(default=None, min_length=2, max_length=2)
 
     @classmethod
     def new(cls, **overrides: Any) -> "DetectRequest":

@@ -70,6 +70,23 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000, exif_transpose: bool
         raise InvalidImage(f"truncated or corrupt image: {exc}") from exc
 
 
+def rgb_pixels(data: bytes, shape: list[int] | tuple[int, int], max_pixels: int = 50_000_000) -> np.ndarray:
+    """Raw RGB pixels (``H * W * 3`` bytes, row by row) as an ``[H, W, 3]`` uint8 array.
+
+    Raises:
+        InvalidImage: a shape that is not two positive sides, over ``max_pixels``, or not
+        the length of ``data``.
+    """
+    height, width = (int(side) for side in shape)
+    if height < 1 or width < 1:
+        raise InvalidImage(f"an image needs positive sides, got {height}x{width}")
+    if height * width > max_pixels:
+        raise InvalidImage(f"{height}x{width} is {height * width} pixels, over the limit of {max_pixels}")
+    if len(data) != height * width * 3:
+        raise InvalidImage(f"{len(data)} bytes are not {height}x{width} RGB pixels ({height * width * 3} bytes)")
+    return np.frombuffer(data, np.uint8).reshape(height, width, 3)
+
+
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     """Refuse an image whose header ``size`` (width, height) exceeds ``max_pixels``."""
     width, height = size

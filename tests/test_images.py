@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, features
 
 from ssdstack.errors import InvalidImage
-from ssdstack.images import decode_image
+from ssdstack.images import decode_image, rgb_pixels
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -208,3 +208,17 @@ def test_ycbcr_tiff():
     out = decode_image(data)
     assert out.shape == (4, 4, 3)
     np.testing.assert_allclose(out[1, 1], RED, atol=3)
+
+
+def test_raw_pixels_are_rows_of_rgb_triples():
+    rgb = rgb_pixels(bytes(range(12)), [2, 2])
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 1].tolist() == [3, 4, 5] and rgb[1, 0].tolist() == [6, 7, 8]
+
+
+@pytest.mark.parametrize("data, shape, named", [(bytes(11), [2, 2], "11 bytes are not 2x2"),
+                                                (b"", [0, 5], "positive sides"),
+                                                (bytes(30), [2, 5], "over the limit of 9")])
+def test_raw_pixels_of_the_wrong_size_are_refused(data, shape, named):
+    with pytest.raises(InvalidImage, match=named):
+        rgb_pixels(data, shape, max_pixels=9)

@@ -39,6 +39,15 @@ NEEDS = {
     ("GET", "/v1/models/{name}/versions/{version}"): "read",
     ("POST", "/v1/models/{name}/versions/{version}/deploy"): "admin",
     ("POST", "/v1/detect"): "read",
+    ("GET", "/v2"): None,
+    ("GET", "/v2/health/live"): None,
+    ("GET", "/v2/health/ready"): None,
+    ("GET", "/v2/models/{name}"): "read",
+    ("GET", "/v2/models/{name}/versions/{version}"): "read",
+    ("GET", "/v2/models/{name}/ready"): "read",
+    ("GET", "/v2/models/{name}/versions/{version}/ready"): "read",
+    ("POST", "/v2/models/{name}/infer"): "read",
+    ("POST", "/v2/models/{name}/versions/{version}/infer"): "read",
 }
 RANK = {None: 0, "read": 1, "submit": 2, "admin": 3}
 PATH_VALUES = {"job_id": "0" * 32, "name": "demo", "version": "1"}
@@ -87,18 +96,19 @@ def test_bearer_tokens_and_hashed_entries_are_keys(clean_redis, tmp_path):
         assert hashed.post("/v1/jobs", json={}, headers={"X-API-Key": secret}).status_code == 403
 
 
-@pytest.mark.parametrize("route", ["POST /v1/detect", *UPLOAD_ROUTES, *JSON_ROUTES])
+@pytest.mark.parametrize("route", ["POST /v1/detect", "POST /v2/models/demo/infer", *UPLOAD_ROUTES, *JSON_ROUTES])
 def test_without_a_key_the_answer_comes_before_any_body_byte(clean_redis, tmp_path, route):
     before = redis.Redis.from_url(clean_redis).dbsize()
     with served(create_app(settings(clean_redis, tmp_path))) as port:
         # 8 MiB announced, none sent: the server can only answer by not reading the body.
         status, answer = raw_request(port, f"{route} HTTP/1.1\r\nHost: x\r\nContent-Length: {8 * 1024 * 1024}")
-    assert status == 401 and b'"unauthorized"' in answer
+    assert status == 401 and b"missing API key" in answer
     assert redis.Redis.from_url(clean_redis).dbsize() == before
     assert not any(path.is_file() for path in (tmp_path / "store").rglob("*"))
 
 
 @pytest.mark.parametrize("route, bound", [("POST /v1/jobs", 1024 ** 2), ("POST /v1/detect", 4096 + 64 * 1024),
+                                          ("POST /v2/models/demo/infer", 4096 * 4 // 3 + 64 * 1024),
                                           ("POST /v1/datasets?name=big", 8192)])
 def test_an_announced_body_over_the_bound_is_refused_unread(clean_redis, tmp_path, route, bound):
     app = create_app(settings(clean_redis, tmp_path, max_image_bytes=4096, max_upload_bytes=8192))
