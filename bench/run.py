@@ -26,8 +26,8 @@ from cli.localstack import LocalStack
 from cli.processes import free_port
 from converter.service import convert_version
 from inferencer.backends import select_engine
-from inferencer.detector import Detector
 from ssdstack.datasets.synth import synthesize
+from ssdstack.detection.detector import Detector
 from ssdstack.jobs.context import LocalContext
 from ssdstack.model_store import ModelStore
 

@@ -62,8 +62,9 @@ class Client:
     def cancel(self, job_id: str) -> dict:
         return self._check(self.http.delete(f"/v1/jobs/{job_id}"))
 
-    def deploy(self, name: str, version: int) -> dict:
-        return self._check(self.http.post(f"/v1/models/{name}/versions/{version}/deploy"))
+    def deploy(self, name: str, version: int, precision: str = "fp32") -> dict:
+        return self._check(self.http.post(f"/v1/models/{name}/versions/{version}/deploy",
+                                          params={"precision": precision}))
 
     def detect(self, image: bytes, filename: str = "image.jpg", **params) -> dict:
         params = {k: v for k, v in params.items() if v is not None}

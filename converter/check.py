@@ -8,7 +8,8 @@ import numpy as np
 from ssdstack.errors import JobFailed
 
 
-def check_against_reference(session_or_path, reference_npz: Path, tolerance: float = 1e-4) -> dict:
+def check_against_reference(session_or_path, reference_npz: Path, tolerance: float = 1e-4,
+                            score_tolerance: float | None = None) -> dict:
     """Run the served model on each reference image and compare with the stored outputs.
 
     ``session_or_path``: an ``onnxruntime.InferenceSession`` or the path of a served ONNX
@@ -18,10 +19,11 @@ def check_against_reference(session_or_path, reference_npz: Path, tolerance: flo
 
     Each image is run alone; a model whose batch axis is not fixed also runs them all in
     one batch. Returns ``{"max_abs_diff_boxes", "max_abs_diff_scores", "tolerance",
-    "images", "batched", "passed"}``: the maxima of the images run alone; ``batched`` is
-    None for a model of batch 1, else ``{"images", "error", "max_abs_diff_boxes",
-    "max_abs_diff_scores"}`` of the batch (``error``: why it did not run, or None);
-    ``passed`` when every maximum is ``<= tolerance`` and the batch ran.
+    "score_tolerance", "images", "batched", "passed"}``: the maxima of the images run
+    alone; ``batched`` is None for a model of batch 1, else ``{"images", "error",
+    "max_abs_diff_boxes", "max_abs_diff_scores"}`` of the batch (``error``: why it did not
+    run, or None); ``passed`` when every boxes maximum is ``<= tolerance``, every scores
+    maximum ``<= score_tolerance`` (default: ``tolerance``) and the batch ran.
     """
     import onnxruntime as ort  # optional runtime: importing the converter must not need it
 
@@ -42,15 +44,18 @@ def check_against_reference(session_or_path, reference_npz: Path, tolerance: flo
     batched = None
     if not isinstance(session.get_inputs()[0].shape[0], int):
         batched = _run_batched(session, images, want_boxes, want_scores)
-    batch_passed = batched is None or (batched["error"] is None and max(
-        batched["max_abs_diff_boxes"], batched["max_abs_diff_scores"]) <= tolerance)
+    score_tolerance = tolerance if score_tolerance is None else score_tolerance
+    batch_passed = batched is None or (batched["error"] is None and batched["max_abs_diff_boxes"] <= tolerance
+                                       and batched["max_abs_diff_scores"] <= score_tolerance)
     return {
         "max_abs_diff_boxes": diff_boxes,
         "max_abs_diff_scores": diff_scores,
         "tolerance": tolerance,
+        "score_tolerance": score_tolerance,
         "images": int(len(images)),
         "batched": batched,
-        "passed": bool(len(images) > 0 and diff_boxes <= tolerance and diff_scores <= tolerance and batch_passed),
+        "passed": bool(len(images) > 0 and diff_boxes <= tolerance and diff_scores <= score_tolerance
+                       and batch_passed),
     }
 
 

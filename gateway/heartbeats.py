@@ -1,6 +1,8 @@
 """What the gateway reads from the workers' heartbeats: the backends each worker has."""
 from __future__ import annotations
 
+from ssdstack.model_store import PRECISIONS, artefact_kind
+
 
 def backend_entries(workers: list[dict], queue: str) -> list[dict]:
     """Every backend the workers on ``queue`` describe; a worker of the previous release,
@@ -15,11 +17,13 @@ def described(worker: dict, queue: str) -> list[dict]:
             for name in worker.get("backends", {}).get(queue, [])]
 
 
-def missing_engine(manifest: dict, backends: list[str], workers: list[dict]) -> str:
-    """Why no live inferencer can serve ``manifest``'s serving artefacts of ``backends``
-    ("" when one can), with the install hints the inferencers give."""
-    kinds = sorted({manifest["serving"][backend]["artefact"] for backend in backends})
-    entries = [entry for entry in backend_entries(workers, "infer") if entry["artefact"] in kinds]
+def missing_engine(manifest: dict, keys: list[str], workers: list[dict]) -> str:
+    """Why no live inferencer can serve ``manifest``'s serving artefacts under ``keys``
+    ("" when one can), with the install hints the inferencers give. An engine serves its
+    artefact kind in every precision (:func:`~ssdstack.model_store.artefact_kind`)."""
+    kinds = sorted({manifest["serving"][key]["artefact"] for key in keys})
+    entries = [entry for entry in backend_entries(workers, "infer")
+               if entry["artefact"] and {artefact_kind(entry["artefact"], p) for p in PRECISIONS} & set(kinds)]
     if any(entry["usable"] for entry in entries):
         return ""
     hints = sorted({entry["install_hint"] for entry in entries if entry["install_hint"]})

@@ -53,7 +53,7 @@ class BatchingEngine(InferenceEngine):
     def __init__(self, engine: InferenceEngine, policy: BatchPolicy):
         self.engine = engine
         self.policy = policy
-        self.name, self.artefact = engine.name, engine.artefact
+        self.name, self.artefact, self.precision = engine.name, engine.artefact, engine.precision
         self.max_batch = min(policy.max_batch, engine.max_batch)
         self.batches: dict[int, int] = {}
         self._waiting: deque[_Request] = deque()

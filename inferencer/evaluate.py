@@ -13,13 +13,11 @@ import os
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from inferencer.backends import select_engine
 from ssdstack.datasets.coco import load_coco_split
 from ssdstack.datasets.store import DatasetStore
 from ssdstack.errors import InvalidInput
-from ssdstack.evaluation import EngineEvaluation, detections_to_coco, evaluate_detections, report_dir, stage_report
+from ssdstack.evaluation import EngineEvaluation, evaluate_detections, report_dir, served_results, stage_report
 from ssdstack.jobs.context import JobCancelled, JobContext
 from ssdstack.model_store import ModelStore, sha256_file, utc_now
 
@@ -42,20 +40,14 @@ def evaluate_served(store_dir, name: str, version: int, dataset: str | None, spl
     engine = select_engine(engine_name, engine_options, manifest)
     engine.load(models.version_dir(name, version), manifest)
     detector = engine.detector(manifest, name, version)
-    category_ids = np.asarray(manifest["category_ids"])
-    results = []
     started = time.monotonic()
-    for index, record in enumerate(data.records):
+
+    def each(done: int) -> None:
         if ctx.cancelled():
             raise JobCancelled("cancelled during evaluation")
-        # In the stored frame, as the annotations are (see ssdstack.images).
-        found = detector.detect(record.path.read_bytes(), max_pixels=max_pixels, exif_transpose=False)["detections"]
-        if found:
-            boxes = np.asarray([d["box"] for d in found], np.float32)
-            scores = np.asarray([d["score"] for d in found], np.float32)
-            labels = np.asarray([d["label_id"] for d in found])
-            results += detections_to_coco(record.image_id, boxes, scores, category_ids[labels - 1])
-        ctx.progress(stage="evaluate", evaluated=index + 1, to_evaluate=len(data.records))
+        ctx.progress(stage="evaluate", evaluated=done, to_evaluate=len(data.records))
+
+    results = served_results(detector, data.records, manifest["category_ids"], max_pixels, each)
     seconds = time.monotonic() - started
     evaluation = EngineEvaluation(engine=engine.name, images=len(data.records),
                                   images_per_s=round(len(data.records) / max(seconds, 1e-9), 2), results=results,

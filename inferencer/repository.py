@@ -7,7 +7,7 @@ import time
 
 from inferencer.backends import select_engine
 from inferencer.batching import BatchPolicy, batching
-from inferencer.detector import Detector
+from ssdstack.detection.detector import Detector
 from ssdstack.errors import InvalidInput, NoDeployedModel
 from ssdstack.model_store import ModelStore
 
@@ -49,33 +49,35 @@ class ModelRepository:
         """
         if name is None:
             name = self._only_deployed()
-        version = self._deployed_version(name)
+        deployed = self._deployed(name)
         detector = self._detectors.get(name)
-        if detector is not None and detector.version == version:
+        if detector is not None and _serves(detector) == deployed:
             self._failed.pop(name, None)  # deployed back to what is served: no failed load stands
             return detector
-        if detector is not None and self._failed_lately(name, version):
+        if detector is not None and self._failed_lately(name, deployed):
             return detector
         lock = self._lock(name)
         if not lock.acquire(blocking=detector is None):
             return detector  # another request is loading the new version: this one is served by the old
         try:
             # Read the record again: a thread that waited here may hold an older one.
-            version = self._deployed_version(name)
+            deployed = self._deployed(name)
             detector = self._detectors.get(name)
-            if detector is None or detector.version != version:
-                detector = self._switch(name, version, detector)
+            if detector is None or _serves(detector) != deployed:
+                detector = self._switch(name, deployed, detector)
             return detector
         finally:
             lock.release()
 
-    def _switch(self, name: str, version: int, serving: Detector | None) -> Detector:
-        """Load ``version`` and serve it from now on; on failure, go on serving ``serving``
-        (raise when there is none)."""
+    def _switch(self, name: str, deployed: tuple[int, str], serving: Detector | None) -> Detector:
+        """Load the ``(version, precision)`` deployed and serve it from now on; on failure,
+        go on serving ``serving`` (raise when there is none)."""
+        version, precision = deployed
         try:
-            loaded = self._load(name, version)
+            loaded = self._load(name, version, precision)
         except Exception as error:  # any engine failure: the old version keeps serving
-            self._failed[name] = {"version": version, "error": f"{type(error).__name__}: {error}", "at": time.time()}
+            self._failed[name] = {"version": version, "precision": precision,
+                                  "error": f"{type(error).__name__}: {error}", "at": time.time()}
             if serving is None:
                 raise
             log.error("model %s version %s failed to load; still serving version %s: %s", name, version,
@@ -85,9 +87,9 @@ class ModelRepository:
         self._detectors[name] = loaded
         return loaded
 
-    def _failed_lately(self, name: str, version: int) -> bool:
+    def _failed_lately(self, name: str, deployed: tuple[int, str]) -> bool:
         failed = self._failed.get(name)
-        return (failed is not None and failed["version"] == version
+        return (failed is not None and (failed["version"], failed["precision"]) == deployed
                 and time.time() - failed["at"] < RETRY_FAILED_LOAD_S)
 
     def loaded(self) -> dict[str, int]:
@@ -98,6 +100,7 @@ class ModelRepository:
         """Per model loaded or tried: the version served, and the last failed load if any."""
         names = set(self._detectors) | set(self._failed)
         return {name: {"serving": self._detectors[name].version if name in self._detectors else None,
+                       "precision": self._detectors[name].precision if name in self._detectors else None,
                        "load_failed": self._failed.get(name)} for name in sorted(names)}
 
     def _only_deployed(self) -> str:
@@ -108,19 +111,24 @@ class ModelRepository:
             raise InvalidInput(f"several models are deployed ({', '.join(names)}): name one", details={"models": names})
         return names[0]
 
-    def _deployed_version(self, name: str) -> int:
-        record = self.store.deployed(name)
-        if record is None:
+    def _deployed(self, name: str) -> tuple[int, str]:
+        """``(version, precision)`` deployed for ``name``."""
+        deployed = self.store.deployed_serving(name)
+        if deployed is None:
             self.store.versions(name)  # raises NotFound for a model that does not exist
             raise NoDeployedModel(f"model {name!r} has no deployed version: deploy one first")
-        return int(record["version"])
+        return deployed
 
-    def _load(self, name: str, version: int) -> Detector:
+    def _load(self, name: str, version: int, precision: str) -> Detector:
         manifest = self.store.manifest(name, version)
-        engine = select_engine(self.engine_name, self.engine_options, manifest)
+        engine = select_engine(self.engine_name, self.engine_options, manifest, precision)
         engine.load(self.store.version_dir(name, version), manifest)
         return batching(engine, self.batch_policy).detector(manifest, name, version)
 
     def _lock(self, name: str) -> threading.Lock:
         with self._locks_guard:
             return self._load_locks.setdefault(name, threading.Lock())
+
+
+def _serves(detector: Detector) -> tuple[int, str]:
+    return detector.version, detector.precision

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,26 @@ def detections_to_coco(image_id: int, boxes: np.ndarray, scores: np.ndarray, cat
          "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
         for b, score, category in zip(boxes, scores, category_ids)
     ]
+
+
+def served_results(detector, records, category_ids, max_pixels: int,
+                   each: Callable[[int], None] = lambda done: None) -> list[dict]:
+    """COCO results of ``detector`` (a :class:`~ssdstack.detection.detector.Detector`) on
+    ``records`` (a split's image records), each image through the path ``/v1/detect``
+    uses, in the stored frame (no EXIF rotation: COCO boxes are in that frame);
+    ``category_ids`` maps label ids 1..K to the dataset's. ``each(done)`` is called after
+    every image (progress, cancellation)."""
+    category_ids = np.asarray(category_ids)
+    results: list[dict] = []
+    for index, record in enumerate(records):
+        found = detector.detect(record.path.read_bytes(), max_pixels=max_pixels, exif_transpose=False)["detections"]
+        if found:
+            boxes = np.asarray([d["box"] for d in found], np.float32)
+            scores = np.asarray([d["score"] for d in found], np.float32)
+            labels = np.asarray([d["label_id"] for d in found])
+            results += detections_to_coco(record.image_id, boxes, scores, category_ids[labels - 1])
+        each(index + 1)
+    return results
 
 
 def evaluate_detections(annotation_file: Path, results: list[dict]) -> CocoEvaluation:

@@ -34,6 +34,10 @@ MANIFEST = "manifest.json"
 # inference engine that serves it reads it (the pair is matched by this name alone).
 SERVING_ONNXRUNTIME = "serving_onnxruntime"
 SERVING_OM = "serving_om"
+# The precisions a serving artefact is made in. Manifests and deployments written before
+# precisions existed are FP32.
+FP32, INT8 = "fp32", "int8"
+PRECISIONS = (FP32, INT8)
 # The manifest's layout. Manifests carry it as ``schema_version``; those written before
 # the key existed carry ``schema`` (same layout, still written for their readers).
 MANIFEST_SCHEMA = 1
@@ -51,23 +55,56 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def servable(manifest: dict) -> tuple[list[str], dict[str, str]]:
-    """``(backends fit to serve, {backend: why not} for the others)`` of a manifest's
-    serving artefacts. A check that failed refuses an artefact; an ONNX Runtime artefact
-    (FP32, checkable on any machine) must have passed its check. An ATC artefact records
-    ``check.passed = null`` (it is checked on the NPU, by the evaluate stage), which is
-    fit. A version converted before checks were recorded has none, and is not refused for
-    it: the inferencer loads it before switching to it."""
+def serving_key(backend: str, precision: str = FP32) -> str:
+    """The key of ``manifest["serving"]`` for ``backend``'s artefact in ``precision``:
+    the backend's name for FP32 (as every manifest had it), ``<backend>/<precision>``
+    otherwise."""
+    return backend if precision == FP32 else f"{backend}/{precision}"
+
+
+def key_precision(key: str) -> str:
+    """The precision of a ``manifest["serving"]`` key."""
+    return key.partition("/")[2] or FP32
+
+
+def artefact_kind(base: str, precision: str = FP32) -> str:
+    """The artefact kind of an engine's artefact (``base``, its FP32 kind) in ``precision``."""
+    return base if precision == FP32 else f"{base}_{precision}"
+
+
+def calibration_dataset(manifest: dict) -> str:
+    """The dataset an INT8 conversion of the version calibrates and is gated on: its own
+    (``lineage.dataset``); Conflict naming what to provide when it names none."""
+    dataset = (manifest.get("lineage") or {}).get("dataset")
+    if not dataset:
+        raise Conflict(f"INT8 calibrates on the version's own dataset, and model {manifest['name']!r} version "
+                       f"{manifest['version']} names none (imported without one): import the checkpoint again "
+                       "with `dataset`, or convert with precision fp32")
+    return dataset
+
+
+def servable(manifest: dict, precision: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """``(serving keys fit to serve, {key: why not} for the others)`` of a manifest's
+    serving artefacts, of ``precision`` only when given. A check that failed refuses an
+    artefact; an ONNX Runtime artefact (checkable on any machine) must have passed its
+    check, and an INT8 one its accuracy gate too. An ATC artefact records ``check.passed
+    = null`` (it is checked on the NPU, by the evaluate stage), which is fit. A version
+    converted before checks were recorded has none, and is not refused for it: the
+    inferencer loads it before switching to it."""
     fit, refused = [], {}
-    for backend, entry in sorted(manifest.get("serving", {}).items()):
+    for key, entry in sorted(manifest.get("serving", {}).items()):
+        if precision is not None and key_precision(key) != precision:
+            continue
         check = entry.get("check")
         passed = None if check is None else check.get("passed")
         if passed is False:
-            refused[backend] = "its check against the reference outputs failed"
-        elif check is not None and entry.get("artefact") == SERVING_ONNXRUNTIME and passed is not True:
-            refused[backend] = "its check against the reference outputs has not passed"
+            refused[key] = "its check against the reference outputs failed"
+        elif check is not None and entry.get("artefact", "").startswith(SERVING_ONNXRUNTIME) and passed is not True:
+            refused[key] = "its check against the reference outputs has not passed"
+        elif key_precision(key) != FP32 and (entry.get("gate") or {}).get("passed") is not True:
+            refused[key] = "it has not passed its accuracy gate"
         else:
-            fit.append(backend)
+            fit.append(key)
     return fit, refused
 
 
@@ -263,10 +300,11 @@ class ModelStore:
         return result
 
     # -- deployment ------------------------------------------------------------
-    def deploy(self, name: str, version: int, if_match: int | None = None, by: str = "api") -> dict:
-        """Point ``name``'s inferencers at ``version``; the deployment record.
+    def deploy(self, name: str, version: int, if_match: int | None = None, by: str = "api",
+               precision: str = FP32) -> dict:
+        """Point ``name``'s inferencers at ``version`` in ``precision``; the deployment record.
 
-        The version must have a serving artefact fit to serve (:func:`servable`). With
+        The version must have a serving artefact of that precision fit to serve (:func:`servable`). With
         ``if_match``, only while that version is the deployed one (0: while none is),
         checked and written under a lock shared by every process on the store; otherwise
         PreconditionFailed. ``by`` says who deployed (the API, or a pipeline job).
@@ -274,10 +312,11 @@ class ModelStore:
         manifest = self.manifest(name, version)
         if not manifest.get("serving"):
             raise Conflict(f"model {name!r} version {version} has no converted artefact yet: convert it first")
-        fit, refused = servable(manifest)
+        fit, refused = servable(manifest, precision)
         if not fit:
-            raise Conflict(f"model {name!r} version {version} has no serving artefact fit to serve: "
-                           + "; ".join(f"{backend}: {why}" for backend, why in refused.items()), details=refused)
+            raise Conflict(f"model {name!r} version {version} has no {precision.upper()} serving artefact fit to "
+                           "serve: " + ("; ".join(f"{key}: {why}" for key, why in refused.items()) if refused else
+                                        f"convert it with precision {precision} first"), details=refused)
         with self._deploy_lock(name):
             current = self.deployed_version(name)
             if if_match is not None and (current or 0) != if_match:
@@ -285,8 +324,8 @@ class ModelStore:
                     f"model {name!r} has {f'version {current}' if current else 'no version'} deployed, not "
                     f"{if_match or 'none'} as the request expects (If-Match); nothing was changed",
                     details={"deployed": current})
-            record = {"version": int(version), "backends": sorted(fit), "deployed_at": utc_now(),
-                      "previous": current, "by": by}
+            record = {"version": int(version), "precision": precision, "backends": sorted(fit),
+                      "deployed_at": utc_now(), "previous": current, "by": by}
             write_json_atomic(self.models_dir / name / "deployed", record)
         return record
 
@@ -306,6 +345,12 @@ class ModelStore:
     def deployed_version(self, name: str) -> int | None:
         record = self.deployed(name)
         return None if record is None else int(record["version"])
+
+    def deployed_serving(self, name: str) -> tuple[int, str] | None:
+        """``(version, precision)`` deployed for ``name`` (a record written before
+        precisions existed is FP32); None when none is."""
+        record = self.deployed(name)
+        return None if record is None else (int(record["version"]), record.get("precision", FP32))
 
     def deployed_models(self) -> list[str]:
         if not self.models_dir.is_dir():

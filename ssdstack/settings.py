@@ -82,6 +82,10 @@ class WorkerSettings(CommonSettings):
     stall_timeout: float = Field(default=3600.0, gt=0)
     infer_backend: str = "auto"
     convert_backend: str = "auto"
+    # INT8 conversions: how many of the version's training images calibrate the
+    # activation ranges, and how many validation images the accuracy gate needs at least.
+    int8_calibration_images: int = Field(default=100, ge=1, le=10_000)
+    int8_gate_min_images: int = Field(default=200, ge=1)
     train_device: str = "auto"
     # Inferencer: how many detect requests one process runs at once (threads).
     infer_concurrency: int = Field(default=4, ge=1, le=64)

@@ -128,6 +128,28 @@ def test_deploy_takes_an_npu_artefact_checked_on_the_npu_and_an_old_unchecked_on
     assert store.deploy("m", 2)["backends"] == ["onnxruntime"]
 
 
+def test_fp32_and_int8_sit_side_by_side_and_a_deploy_names_one(tmp_path):
+    store = ModelStore(tmp_path)
+    _publish(store)
+    _serve(store, 1, passed=True)
+    _serve(store, 1, backend="onnxruntime/int8", artefact="serving_onnxruntime_int8", passed=True)
+    with pytest.raises(Conflict, match="onnxruntime/int8: it has not passed its accuracy gate"):
+        store.deploy("m", 1, precision="int8")
+    store.update_manifest("m", 1, lambda m: m["serving"]["onnxruntime/int8"].update(gate={"passed": True}))
+    record = store.deploy("m", 1, precision="int8")
+    assert (record["precision"], record["backends"]) == ("int8", ["onnxruntime/int8"])
+    assert store.deployed_serving("m") == (1, "int8")
+    assert store.deploy("m", 1)["backends"] == ["onnxruntime"] and store.deployed_serving("m") == (1, "fp32")
+
+
+def test_a_deployment_recorded_before_precisions_is_fp32(tmp_path):
+    store = ModelStore(tmp_path)
+    _publish(store)
+    _serve(store, 1, passed=True)
+    (tmp_path / "models" / "m" / "deployed").write_text(json.dumps({"version": 1, "backends": ["onnxruntime"]}))
+    assert store.deployed_serving("m") == (1, "fp32")
+
+
 @pytest.mark.parametrize("name", ["", "../x", "Upper", "a/b", "-lead", "x" * 64])
 def test_bad_names_are_rejected(tmp_path, name):
     with pytest.raises(InvalidInput):

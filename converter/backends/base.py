@@ -10,8 +10,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssdstack.backends import Backend
+from ssdstack.datasets.coco import CocoSplit
 from ssdstack.jobs.context import JobContext
 from ssdstack.jobs.specs import AtcOptions
+from ssdstack.model_store import FP32
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    """How INT8 conversions calibrate and are judged: the first ``calibration_images`` of
+    the calibration split calibrate; the served mAP on the validation split (``min_images``
+    at least) may fall at most ``max_map_drop`` below the FP32 artefact's."""
+
+    calibration_images: int = 100
+    min_images: int = 200
+    max_map_drop: float = 0.01
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """An INT8 conversion's ``settings`` and the splits of the version's own dataset it
+    calibrates on (``calibration``) and is judged on (``validation``)."""
+
+    calibration: CocoSplit
+    validation: CocoSplit
+    settings: Int8Settings = field(default_factory=Int8Settings)
 
 
 @dataclass(frozen=True)
@@ -21,13 +44,17 @@ class ConvertOptions:
     ``tolerance``: the accuracy check's bound on max abs differences; ``atc``: the ``atc``
     backend's options, validated with the job's spec; ``soc_version``: its target chip,
     resolved (the options', the converter's setting or the host's NPU); ``log_dir``: where
-    a tool's detailed logs go (default: inside the staging folder).
+    a tool's detailed logs go (default: inside the staging folder); ``precision``: the
+    artefact's (one of the backend's :attr:`ConverterBackend.precisions`), with ``int8``
+    its calibration and gate.
     """
 
     tolerance: float = 1e-4
     atc: AtcOptions = field(default_factory=AtcOptions)
     soc_version: str | None = None
     log_dir: Path | None = None
+    precision: str = FP32
+    int8: Int8Options | None = None
 
 
 @dataclass
@@ -38,7 +65,9 @@ class ConvertResult:
     ``check`` is the accuracy check's dict (see :func:`converter.check.check_against_reference`),
     or ``{"passed": None, "reason": ...}`` for an artefact that cannot run here;
     ``details`` says how the artefact was made (source, tool versions, settings);
-    ``batch`` is the artefact's batch axis: 1, or a name when it takes any number of images.
+    ``batch`` is the artefact's batch axis: 1, or a name when it takes any number of images;
+    ``record``: more of what the manifest's serving record keeps (an INT8 artefact's
+    calibration and gate).
     """
 
     artefact_kind: str
@@ -47,12 +76,15 @@ class ConvertResult:
     details: dict = field(default_factory=dict)
     extra: dict[str, Path] = field(default_factory=dict)
     batch: int | str = 1
+    record: dict = field(default_factory=dict)
 
 
 class ConverterBackend(Backend):
     """Base class: subclasses set the class attributes and implement :meth:`convert`."""
 
     kind = "converter backend"
+    # The precisions of artefact it makes.
+    precisions: tuple[str, ...] = (FP32,)
 
     def convert(self, version_dir: Path, manifest: dict, out_dir: Path, options: ConvertOptions,
                 ctx: JobContext) -> ConvertResult:

@@ -15,6 +15,10 @@ operation for operation, so the network sees bit-identical inputs.
 ONNX Runtime's offline optimisation (ORT_ENABLE_EXTENDED: constant folding, node fusions;
 not the layout-specific ALL level, whose result depends on the machine) then writes
 ``model.ort.onnx``, which the inferencer's ONNX Runtime engine loads.
+
+With precision ``int8`` the same FP32 graph is quantised (:mod:`converter.backends.int8`)
+into ``model.ort.int8.onnx``, which must pass looser reference bounds and the accuracy
+gate; the FP32 graph it came from is not kept.
 """
 from __future__ import annotations
 
@@ -23,13 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.backends.base import ConverterBackend, ConvertOptions, ConvertResult
+from converter.backends.base import ConverterBackend, ConvertOptions, ConvertResult, Int8Options
+from converter.backends.int8 import (INT8_TOLERANCE_BOXES, INT8_TOLERANCE_SCORES, calibration_images, gate,
+                                     quantise)
 from converter.check import check_against_reference
 from ssdstack.errors import JobFailed
-from ssdstack.jobs.context import JobContext
-from ssdstack.model_store import SERVING_ONNXRUNTIME, sha256_file
+from ssdstack.jobs.context import JobCancelled, JobContext
+from ssdstack.model_store import FP32, INT8, SERVING_ONNXRUNTIME, artefact_kind, sha256_file
 
 ARTEFACT_FILE = "model.ort.onnx"
+INT8_ARTEFACT_FILE = "model.ort.int8.onnx"
 # The name of the served graph's batch axis: any number of images per run.
 BATCH_AXIS = "batch"
 INPUT_NAME = "image"
@@ -39,6 +46,7 @@ OUTPUT_NAMES = ("boxes", "scores")
 class OnnxRuntimeBackend(ConverterBackend):
     name = "onnxruntime"
     artefact = SERVING_ONNXRUNTIME
+    precisions = (FP32, INT8)
     python_modules = ("onnx", "onnxruntime")
     install_hint = "pip install 'ssdstack[converter]' (onnx and onnxruntime)"
 
@@ -48,7 +56,6 @@ class OnnxRuntimeBackend(ConverterBackend):
         import onnx
         import onnxruntime as ort
 
-        tolerance = options.tolerance
         source = _artefact(version_dir, manifest, "onnx")
         reference = _artefact(version_dir, manifest, "reference")
         preprocessing = manifest["preprocessing"]
@@ -58,15 +65,12 @@ class OnnxRuntimeBackend(ConverterBackend):
         started = time.monotonic()
         ctx.log(f"onnxruntime: folding preprocessing (mean {preprocessing['mean']}, "
                 f"std {preprocessing['std']}) into {source.name}")
-        target = out_dir / ARTEFACT_FILE
-        batch = BATCH_AXIS
-        model, check = _serve(source, target, manifest, reference, tolerance, ctx, batch)
-        alone_passed = max(check["max_abs_diff_boxes"], check["max_abs_diff_scores"]) <= tolerance
-        if not check["passed"] and alone_passed:  # the batch is what failed
-            why = check["batched"]["error"] or "its outputs for a batch differ from the reference"
-            ctx.log(f"onnxruntime: the graph does not run a batch ({why}); it will serve one image at a time")
-            batch = 1
-            model, check = _serve(source, target, manifest, reference, tolerance, ctx, batch)
+        int8 = options.precision == INT8
+        work = out_dir / "int8-work"  # the FP32 graph an INT8 one is made from, never an artefact
+        if int8:
+            work.mkdir()
+        target = (work if int8 else out_dir) / ARTEFACT_FILE
+        model, check, batch = _served_fp32(source, target, manifest, reference, options.tolerance, ctx)
         details = {
             "source": source.name,
             "source_sha256": sha256_file(source),
@@ -74,9 +78,77 @@ class OnnxRuntimeBackend(ConverterBackend):
             "optimization": "ORT_ENABLE_EXTENDED",
             "onnx_version": onnx.__version__,
             "onnxruntime_version": ort.__version__,
-            "seconds": round(time.monotonic() - started, 3),
         }
-        return ConvertResult(self.artefact, target, check, details, batch=batch)
+        if not int8:
+            return ConvertResult(self.artefact, target, check, dict(details, seconds=_since(started)), batch=batch)
+        if not check["passed"]:
+            raise JobFailed("the FP32 graph to quantise differs from the MindSpore reference: max abs diff boxes "
+                            f"{check['max_abs_diff_boxes']:.3g}, scores {check['max_abs_diff_scores']:.3g}",
+                            details=check)
+        onnx.save(model, str(work / "folded.onnx"))
+        result = _quantised(work / "folded.onnx", target, out_dir / INT8_ARTEFACT_FILE, work, manifest, reference,
+                            options.int8, ctx)
+        result.details = dict(details, **result.details, seconds=_since(started))
+        result.batch = batch
+        return result
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
+
+
+def _served_fp32(source: Path, target: Path, manifest: dict, reference: Path, tolerance: float, ctx: JobContext):
+    """The FP32 served graph at ``target`` with a named batch axis, or batch 1 when the
+    graph cannot run a batch: ``(the folded model, its check, its batch axis)``."""
+    batch = BATCH_AXIS
+    model, check = _serve(source, target, manifest, reference, tolerance, ctx, batch)
+    alone_passed = max(check["max_abs_diff_boxes"], check["max_abs_diff_scores"]) <= tolerance
+    if not check["passed"] and alone_passed:  # the batch is what failed
+        why = check["batched"]["error"] or "its outputs for a batch differ from the reference"
+        ctx.log(f"onnxruntime: the graph does not run a batch ({why}); it will serve one image at a time")
+        batch = 1
+        model, check = _serve(source, target, manifest, reference, tolerance, ctx, batch)
+    return model, check, batch
+
+
+def _quantised(folded: Path, fp32_served: Path, target: Path, work: Path, manifest: dict, reference: Path,
+               int8: Int8Options, ctx: JobContext) -> ConvertResult:
+    """The INT8 artefact at ``target``, quantised from ``folded`` (the FP32 graph before
+    optimisation), checked against the reference within the INT8 bounds and gated on
+    its served mAP against ``fp32_served``; JobFailed when the gate refuses it."""
+    images, names = calibration_images(int8.calibration, int8.settings.calibration_images, int(manifest["image_size"]))
+    ctx.progress(stage="convert", step="quantise")
+    ctx.log(f"onnxruntime: quantising to INT8, calibrated on {len(names)} images of the {int8.calibration.split} "
+            "split")
+    qdq = work / "model.int8.qdq.onnx"
+    how = quantise(folded, qdq, images, work)
+    _optimise(qdq.read_bytes(), target)
+    ctx.progress(stage="convert", step="check")
+    check = check_against_reference(target, reference, INT8_TOLERANCE_BOXES, INT8_TOLERANCE_SCORES)
+    ctx.log("onnxruntime: INT8 check against reference.npz: max abs diff boxes {max_abs_diff_boxes:.3g} "
+            "(bound {tolerance:g}), scores {max_abs_diff_scores:.3g} (bound {score_tolerance:g})".format(**check))
+    calibration = {"dataset": manifest["lineage"]["dataset"], "split": int8.calibration.split, "images": names}
+    result = ConvertResult(artefact_kind(SERVING_ONNXRUNTIME, INT8), target, check, {"quantisation": how},
+                           record={"calibration": calibration})
+    if not check["passed"]:
+        return result
+
+    def each(precision: str, done: int) -> None:
+        if ctx.cancelled():
+            raise JobCancelled("conversion cancelled during the INT8 accuracy gate")
+        ctx.progress(stage="convert", step=f"gate {precision}", evaluated=done,
+                     to_evaluate=len(int8.validation.records))
+
+    judged = gate(fp32_served, target, manifest, int8.validation, int8.settings.max_map_drop,
+                  int8.settings.min_images, each)
+    ctx.log("onnxruntime: INT8 gate on {images} {split} images: served mAP {int8_map:.4f}, FP32 {fp32_map:.4f}, "
+            "drop {drop:.4f} (at most {max_map_drop:g})".format(**judged))
+    if not judged["passed"]:
+        raise JobFailed(f"the INT8 artefact failed its accuracy gate: served mAP {judged['int8_map']:.4f} against "
+                        f"FP32 {judged['fp32_map']:.4f} on {judged['images']} {judged['split']} images, a drop of "
+                        f"{judged['drop']:.4f} over max_map_drop {judged['max_map_drop']:g}", details=judged)
+    result.record["gate"] = judged
+    return result
 
 
 def _serve(source: Path, target: Path, manifest: dict, reference: Path, tolerance: float, ctx: JobContext,
@@ -84,7 +156,6 @@ def _serve(source: Path, target: Path, manifest: dict, reference: Path, toleranc
     """Fold the preprocessing into ``source`` with batch axis ``batch``, write the optimised
     graph to ``target`` and check it: ``(the folded model, the check)``."""
     import onnx
-    import onnxruntime as ort
 
     model = onnx.load(str(source))
     preprocessing = manifest["preprocessing"]
@@ -95,10 +166,7 @@ def _serve(source: Path, target: Path, manifest: dict, reference: Path, toleranc
         raise JobFailed(f"the folded ONNX graph is invalid: {exc}") from exc
 
     ctx.progress(stage="convert", step="optimise")
-    session_options = ort.SessionOptions()
-    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    session_options.optimized_model_filepath = str(target)
-    ort.InferenceSession(model.SerializeToString(), session_options, providers=["CPUExecutionProvider"])
+    _optimise(model.SerializeToString(), target)
     ctx.log(f"onnxruntime: wrote {target.name} ({target.stat().st_size} bytes, batch axis {batch!r})")
 
     ctx.progress(stage="convert", step="check")
@@ -106,6 +174,16 @@ def _serve(source: Path, target: Path, manifest: dict, reference: Path, toleranc
     ctx.log("onnxruntime: check against reference.npz on {images} images: max abs diff boxes "
             "{max_abs_diff_boxes:.3g}, scores {max_abs_diff_scores:.3g} (tolerance {tolerance:g})".format(**check))
     return model, check
+
+
+def _optimise(model: bytes, target: Path) -> None:
+    """ONNX Runtime's offline optimisation of ``model`` (a serialised graph), written to ``target``."""
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    session_options.optimized_model_filepath = str(target)
+    ort.InferenceSession(model, session_options, providers=["CPUExecutionProvider"])
 
 
 def fold_preprocessing(model, image_size: int, mean, std, batch: int | str = BATCH_AXIS) -> None:

@@ -13,6 +13,7 @@ from ssdstack.errors import BackendUnavailable, Conflict, NotFound, ServiceUnava
 from ssdstack.jobs.pipeline import JOB_TYPES, JobSpec, send_stage
 from ssdstack.jobs.records import JOB_ID
 from ssdstack.heartbeats import live_workers
+from ssdstack.model_store import INT8, calibration_dataset
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=f"^{JOB_ID.pattern}$", description="a job id, 32 hex digits")]
@@ -32,6 +33,8 @@ def create_job(spec: Annotated[JobSpec, Body()], jobs: JobsDep, models: ModelsDe
                celery: CeleryDep, caller: CallerDep, idempotency_key: IdempotencyKey = None) -> dict:
     job_type = JOB_TYPES[spec.type]
     _require_ready(datasets, jobs, getattr(spec, "dataset", None))
+    if spec.type == "convert" and spec.precision == INT8:
+        _require_calibration_data(models, datasets, jobs, spec)
     body = spec.model_dump(mode="json")
     if spec.type == "pipeline" and spec.deploy and spec.deploy_if_match is None:
         spec = spec.model_copy(update={"deploy_if_match": models.deployed_version(spec.model) or 0})
@@ -65,6 +68,18 @@ def _require_ready(datasets, jobs, name: str | None) -> None:
         return
     if state != "ready":
         raise Conflict(f"dataset {name!r} is not ready: it is {state} (GET /v1/datasets/{name})")
+
+
+def _require_calibration_data(models, datasets, jobs, spec) -> None:
+    """Conflict unless the version's own dataset, which an INT8 conversion calibrates and
+    is gated on, is ready in the store."""
+    dataset = calibration_dataset(models.manifest(spec.model, spec.version))
+    try:
+        datasets.get(dataset)
+    except NotFound:
+        raise Conflict(f"INT8 calibrates on the version's dataset {dataset!r}, which is not in the store: upload "
+                       "it again under that name, or convert with precision fp32") from None
+    _require_ready(datasets, jobs, dataset)
 
 
 def missing_backend(spec, workers: list[dict]) -> str:

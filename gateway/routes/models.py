@@ -1,14 +1,14 @@
 """``/v1/models``: models, their versions (manifests) and deployment."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Query
 
 from gateway.deps import Admin, JobsDep, ModelsDep, Read
 from gateway.heartbeats import missing_engine
 from ssdstack.errors import Conflict, InvalidInput
-from ssdstack.model_store import servable
+from ssdstack.model_store import FP32, PRECISIONS, servable
 from ssdstack.heartbeats import live_workers
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -30,6 +30,8 @@ def get_version(name: str, models: ModelsDep, version: int = Version) -> dict:
     return models.manifest(name, version)
 
 
+Precision = Annotated[Literal[PRECISIONS], Query(description="the serving artefact's precision (an INT8 one "
+                                                                "must have passed its accuracy gate)")]
 IfMatch = Annotated[str | None, Header(
     alias="If-Match", description="Deploy only while this version is the deployed one (0: while none is); "
                                   "otherwise 412 and nothing changes")]
@@ -38,13 +40,14 @@ IfMatch = Annotated[str | None, Header(
 @router.post("/{name}/versions/{version}/deploy", summary="Serve this version; inferencers switch without restart",
              dependencies=Admin)
 def deploy_version(name: str, models: ModelsDep, jobs: JobsDep, version: int = Version,
-                   if_match: IfMatch = None) -> dict:
+                   if_match: IfMatch = None, precision: Precision = FP32) -> dict:
     expected = _version_tag(if_match)
     manifest = models.manifest(name, version)
-    missing = missing_engine(manifest, servable(manifest)[0], live_workers(jobs.redis))
+    fit = servable(manifest, precision)[0]  # none fit: the store's deploy says why
+    missing = fit and missing_engine(manifest, fit, live_workers(jobs.redis))
     if missing:
         raise Conflict(missing)
-    return dict(models.deploy(name, version, if_match=expected, by="api"), name=name)
+    return dict(models.deploy(name, version, if_match=expected, by="api", precision=precision), name=name)
 
 
 def _version_tag(value: str | None) -> int | None:

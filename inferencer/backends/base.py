@@ -2,7 +2,7 @@
 
 An engine instance serves one model version: :meth:`load` reads the version's serving
 artefact (the kind named by :attr:`artefact`), :meth:`predict` runs the network on
-one resized image, and :meth:`detector` gives the :class:`~inferencer.detector.Detector`
+one resized image, and :meth:`detector` gives the :class:`~ssdstack.detection.detector.Detector`
 that decodes, resizes and postprocesses around it, the same for every engine unless the
 engine decodes on its device (the MindX stream with DVPP gives its own).
 Heavy libraries are imported inside ``load`` only.
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from inferencer.detector import Detector
 from ssdstack.backends import Backend
+from ssdstack.detection.detector import Detector
 from ssdstack.errors import Conflict, ServiceUnavailable
-from ssdstack.model_store import sha256_file
+from ssdstack.model_store import FP32, artefact_kind, sha256_file
 
 
 class InferenceEngine(Backend):
@@ -26,17 +26,22 @@ class InferenceEngine(Backend):
     kind = "inference engine"
     # Images one engine call may take, as the loaded artefact allows (1: one at a time).
     max_batch = 1
+    # The precisions of artefact it serves; ``precision`` is the one it loads
+    # (select_engine sets it).
+    precisions: tuple[str, ...] = (FP32,)
+    precision = FP32
 
     def serving_file(self, version_dir: Path, manifest: dict) -> Path:
-        """The version's :attr:`artefact` artefact, checked against its sha256.
+        """The version's :attr:`artefact` artefact in :attr:`precision`, checked against its sha256.
 
         Raises Conflict if the version was not converted for this engine, and
         ServiceUnavailable if the file is missing or damaged.
         """
-        entry = manifest.get("artefacts", {}).get(self.artefact)
+        kind = artefact_kind(self.artefact, self.precision)
+        entry = manifest.get("artefacts", {}).get(kind)
         if entry is None:
             raise Conflict(f"model {manifest.get('name')!r} version {manifest.get('version')} has no "
-                           f"{self.artefact} artefact: convert it for the {self.name} engine first")
+                           f"{kind} artefact: convert it for the {self.name} engine in {self.precision} first")
         path = Path(version_dir) / entry["file"]
         if not path.exists() or sha256_file(path) != entry["sha256"]:
             raise ServiceUnavailable(f"{path} is missing or does not match its sha256 in the manifest")
@@ -58,4 +63,4 @@ class InferenceEngine(Backend):
 
     def detector(self, manifest: dict, name: str, version: int) -> Detector:
         """The detector serving this loaded engine as version ``version`` of model ``name``."""
-        return Detector(self, manifest, name, version)
+        return Detector(self, manifest, name, version, self.precision)

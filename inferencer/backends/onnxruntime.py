@@ -1,4 +1,5 @@
-"""ONNX Runtime engine: runs the converter's ``model.ort.onnx`` (preprocessing in the graph).
+"""ONNX Runtime engine: runs the converter's ``model.ort.onnx`` (preprocessing in the graph),
+or its INT8 sibling ``model.ort.int8.onnx``.
 
 A served graph whose input's first axis is named rather than fixed takes any number of
 images in one run (:meth:`OnnxRuntimeEngine.predict_batch`); one converted before the
@@ -12,7 +13,7 @@ import numpy as np
 
 from inferencer.backends.base import InferenceEngine
 from ssdstack.errors import InvalidInput
-from ssdstack.model_store import SERVING_ONNXRUNTIME
+from ssdstack.model_store import FP32, INT8, SERVING_ONNXRUNTIME, serving_key
 
 
 # The batch size a graph with a named batch axis is taken to allow (the batch policy
@@ -32,6 +33,7 @@ class OnnxRuntimeEngine(InferenceEngine):
 
     name = "onnxruntime"
     artefact = SERVING_ONNXRUNTIME
+    precisions = (FP32, INT8)
     python_modules = ("onnxruntime",)
     install_hint = "pip install 'ssdstack[inferencer]' (onnxruntime)"
 
@@ -48,7 +50,7 @@ class OnnxRuntimeEngine(InferenceEngine):
         import onnxruntime as ort  # optional runtime: listing engines must not need it
 
         path = self.serving_file(version_dir, manifest)
-        serving = manifest.get("serving", {}).get(self.name, {})
+        serving = manifest.get("serving", {}).get(serving_key(self.name, self.precision), {})
         self._input = serving.get("input", {}).get("name", "image")
         self._outputs = list(serving.get("outputs", ["boxes", "scores"]))
         self.image_size = int(manifest["image_size"])

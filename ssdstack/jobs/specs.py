@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ssdstack.ascend import SOC_VERSIONS
 from ssdstack.names import CHECKPOINT_FILE, NAME
@@ -16,6 +16,9 @@ from ssdstack.recipes import ARCHITECTURES, DEFAULT_ARCHITECTURE
 Name = Annotated[str, Field(pattern=f"^{NAME}$", description="a-z, 0-9, '.', '_', '-'")]
 Architecture = Literal[tuple(ARCHITECTURES)]
 ConvertBackend = Literal["auto", "onnxruntime", "atc"]
+# A serving artefact's precision (ssdstack.model_store.PRECISIONS). FP16 is not offered:
+# on this CPU class ONNX Runtime runs it slower than FP32 (docs/architecture.md).
+Precision = Literal["fp32", "int8"]
 # A checkpoint file in the store's ``checkpoints/`` folder (``PUT /v1/checkpoints/{name}``).
 CheckpointFile = Annotated[str, Field(pattern=f"^{CHECKPOINT_FILE}$",
                                       description="a .ckpt file uploaded to /v1/checkpoints")]
@@ -105,6 +108,17 @@ class ConvertSpec(_Spec):
     backend: ConvertBackend = "auto"
     tolerance: float = Field(default=1e-4, gt=0, le=1)
     atc: AtcOptions = Field(default_factory=AtcOptions)
+    precision: Precision = Field(default="fp32", description="int8: ONNX Runtime static quantisation, calibrated "
+                                 "on the version's dataset and gated on its served mAP")
+    max_map_drop: float = Field(default=0.01, ge=0, le=1,
+                                description="int8: largest allowed served mAP drop from the FP32 artefact's")
+
+    @model_validator(mode="after")
+    def _int8_backend(self) -> "ConvertSpec":
+        if self.precision == "int8" and self.backend == "atc":
+            raise ValueError("int8 with the atc backend needs AMCT (the Ascend Model Compression Toolkit), which "
+                             "this release does not run: use backend onnxruntime, or precision fp32")
+        return self
 
 
 class EvaluateSpec(_Spec):

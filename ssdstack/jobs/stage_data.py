@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ssdstack.jobs.specs import AtcOptions, ConvertBackend, Name
+from ssdstack.jobs.specs import AtcOptions, ConvertBackend, Name, Precision
 
 SCHEMA_VERSION = 1
 
@@ -92,6 +92,8 @@ class ConvertInput(VersionRef):
     backend: ConvertBackend = "auto"
     tolerance: float = Field(default=1e-4, gt=0, le=1)
     atc: AtcOptions = Field(default_factory=AtcOptions)
+    precision: Precision = "fp32"
+    max_map_drop: float = Field(default=0.01, ge=0, le=1)
 
 
 class Converted(StageOutput):
@@ -102,11 +104,15 @@ class Converted(StageOutput):
     backend: str
     artefact: str
     check: dict[str, Any]
+    precision: Precision = "fp32"
+    gate: dict[str, Any] | None = None
 
     def result(self) -> dict[str, Any]:
         # Both places, as both answers had them before stages were typed: a convert job's
         # result at its top, a pipeline's under "conversion".
         conversion = {"backend": self.backend, "artefact": self.artefact, "check": self.check}
+        if self.precision != "fp32":
+            conversion.update(precision=self.precision, gate=self.gate)
         return {"model": self.model, "version": self.version, **conversion, "conversion": conversion}
 
 

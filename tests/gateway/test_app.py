@@ -7,6 +7,8 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from gateway.main import create_app
+from ingest_gateway import KEY
+from ssdstack.model_store import ModelStore
 from ssdstack.settings import GatewaySettings
 
 
@@ -47,3 +49,18 @@ def test_a_key_without_a_scope_is_admin_with_a_warning(caplog):
     with caplog.at_level("WARNING", logger="gateway.main"):
         create_app(GatewaySettings(api_keys="scoped-key-000000000:read"))
     assert "without a scope" not in caplog.text
+
+
+def test_int8_on_a_version_without_its_dataset_is_a_409_naming_what_to_provide(gateway, publish_model, tmp_path):
+    client, what_is_there, _ = gateway
+    store = ModelStore(tmp_path / "store")
+    publish_model(store)  # lineage names no dataset, as an import without one
+    store.update_manifest("demo", 1, lambda manifest: manifest.update(lineage={"dataset": "gone"}))
+    publish_model(store)
+    before = what_is_there()
+    for version, words in ((2, "names none"), (1, "'gone', which is not in the store")):
+        refused = client.post("/v1/jobs", headers=KEY, json={"type": "convert", "model": "demo", "version": version,
+                                                             "precision": "int8"})
+        assert refused.status_code == 409 and words in refused.json()["error"]["message"], refused.json()
+        assert "precision fp32" in refused.json()["error"]["message"]
+    assert what_is_there() == before  # no job record

@@ -12,7 +12,7 @@ import pytest
 from converter.service import convert_version
 from inferencer.backends import select_engine
 from inferencer.batching import BatchingEngine, BatchPolicy, batch_policy, batching
-from inferencer.detector import Detector
+from ssdstack.detection.detector import Detector
 from ssdstack.images import resize_stretch
 from ssdstack.jobs.context import LocalContext
 from ssdstack.model_store import ModelStore, sha256_file

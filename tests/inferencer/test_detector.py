@@ -11,7 +11,7 @@ from PIL import Image
 
 from converter.service import convert_version
 from inferencer.backends import select_engine
-from inferencer.detector import Detector
+from ssdstack.detection.detector import Detector
 from ssdstack.detection.nms import postprocess
 from ssdstack.errors import BackendUnavailable, InvalidImage, InvalidInput
 from ssdstack.images import resize_stretch

@@ -23,8 +23,8 @@ from fakes.ascend import recording
 from inferencer.backends import select_engine
 from inferencer.backends.mxsdk import engine as mxsdk
 from inferencer.backends.onnxruntime import OnnxRuntimeEngine
-from inferencer.detector import Detector
 from inferencer.backends.mxsdk.dvpp import baseline_jpeg, dvpp_jpeg_info
+from ssdstack.detection.detector import Detector
 from ssdstack.errors import (BackendUnavailable, Conflict, InvalidImage, InvalidInput, ServiceUnavailable,
                              UpstreamTimeout)
 from ssdstack.images import decode_image, resize_stretch

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from inferencer.detector import DEFAULT_MAX_PIXELS, Detector
+from ssdstack.detection.detector import DEFAULT_MAX_PIXELS, Detector
 from ssdstack.detection.nms import batched_nms
 from ssdstack.errors import InvalidImage, InvalidInput
 from ssdstack.images import decode_image, open_image

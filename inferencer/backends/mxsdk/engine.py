@@ -29,8 +29,8 @@ from inferencer.backends.base import InferenceEngine
 from inferencer.backends.mxsdk.config import (INFER_PLUGIN, INPUT_PLUGIN, dvpp_pipeline, labels_file,
                                               postprocess_config, stream_name, tensor_pipeline)
 from inferencer.backends.mxsdk.dvpp import DvppDetector
-from inferencer.detector import Detector
 from ssdstack.ascend import dvpp_fits, host_soc_version
+from ssdstack.detection.detector import Detector
 from ssdstack.errors import BackendUnavailable, Conflict, InvalidInput, ServiceUnavailable, UpstreamTimeout
 from ssdstack.model_store import SERVING_OM
 

@@ -2,12 +2,14 @@
 
 The host path, the same for every engine: decode, resize, the engine's network, the
 shared NMS. An engine that decodes on its device gives its own subclass
-(:meth:`inferencer.backends.base.InferenceEngine.detector`).
+(:meth:`inferencer.backends.base.InferenceEngine.detector`). It lives in the core, free
+of any model runtime, because the converter's INT8 gate scores artefacts through the
+same path the inferencer serves them on.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -16,22 +18,26 @@ from ssdstack.detection.nms import PostprocessConfig, postprocess
 from ssdstack.errors import InvalidInput
 from ssdstack.images import decode_image, resize_stretch
 
-if TYPE_CHECKING:  # the engine base class builds detectors, so it imports this module
-    from inferencer.backends.base import InferenceEngine
-
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
+class Engine(Protocol):
+    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[S, S, 3]`` uint8 RGB -> ``(boxes [P, 4] normalised (y0, x0, y1, x1), scores [P, C])``."""
+
+
 class Detector:
-    """A loaded ``engine`` plus what the version's ``manifest`` says about labels and postprocess.
+    """A loaded ``engine`` (of the version's artefact in ``precision``) plus what the
+    version's ``manifest`` says about labels and postprocess.
 
     Thread-safe: it holds no per-request state, and engines are safe to share.
     """
 
-    def __init__(self, engine: InferenceEngine, manifest: dict, name: str, version: int):
+    def __init__(self, engine: Engine, manifest: dict, name: str, version: int, precision: str = "fp32"):
         self.engine = engine
         self.name = name
         self.version = int(version)
+        self.precision = precision
         self.image_size = int(manifest["image_size"])
         self.labels = tuple(manifest["labels"])
         known = {f.name for f in dataclasses.fields(PostprocessConfig)}
