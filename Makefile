@@ -39,6 +39,7 @@ test-fast: install
 
 bench: install  ## benchmarks; results in bench/results.json
 	$(PY) -m bench.run --out bench/results.json
+	$(PY) -m bench.batching --out bench/results.json
 
 bench-train: install  ## training benchmarks (every architecture, mAP curve); the `training` section of bench/results.json
 	$(PY) -m bench.train --out bench/results.json
