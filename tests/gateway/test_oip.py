@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2) on the gateway, short of an inferencer: bodies
 as tritonclient builds them read back to the same image and options, responses that
 tritonclient reads back to the detections, and every refusal a 400 (or 401/404/503) in
-the protocol's error shape that leaves nothing behind. tests/integration/test_oip.py
+the protocol's error shape that leaves nothing behind. tests/integration/test_oip_client.py
 runs tritonclient against the real stack."""
 from __future__ import annotations
 
