@@ -71,6 +71,7 @@ class LocalStack:
         extra_env: dict[str, str] | None = None,
         python: str = sys.executable,
         infer_concurrency: int = 4,
+        inferencers: int = 1,
     ):
         # Absolute, since workers run with var/work as their cwd.
         self.var_dir = Path(var_dir).resolve()
@@ -78,6 +79,9 @@ class LocalStack:
         self.gateway_port = gateway_port
         self.python = python
         self.infer_concurrency = infer_concurrency
+        if inferencers < 1:
+            raise ValueError(f"a stack needs at least one inferencer, not {inferencers}")
+        self.inferencers = inferencers
         self.log_dir = self.var_dir / "log"
         self.run_dir = self.var_dir / "run"
         self.redis_dir = self.var_dir / "redis"
@@ -133,15 +137,21 @@ class LocalStack:
     # --- what runs ---------------------------------------------------------------------
 
     def services(self) -> list[ServiceSpec]:
-        """redis, trainer, converter, inferencer, evaluator, gateway: the order ``up`` starts them in."""
+        """redis, trainer, converter, inferencer (then inferencer-2 ... for more), evaluator,
+        gateway: the order ``up`` starts them in. Inferencers this object was not asked for
+        but whose pid files are there (another ``LocalStack`` started them) are listed too,
+        so that ``down`` and ``status`` reach them."""
 
         supervised = [self.python, "-m", "cli.supervise", "--", self.python, "-m"]
 
-        def worker(name: str, queue: str, *pool: str, module: str = "") -> ServiceSpec:
+        def worker(name: str, queue: str, *pool: str, module: str = "", user: str = "") -> ServiceSpec:
             argv = [*supervised, "celery", "-A", module or f"{name}.worker", "worker", "-Q", queue,
                     "-n", f"{name}@%h", "--pool", *pool, "--loglevel", "INFO"]
-            env = self._service_env(name, SSDSTACK_HEARTBEAT_FILE=str(self.liveness_path(name)))
+            env = self._service_env(user or name, SSDSTACK_HEARTBEAT_FILE=str(self.liveness_path(name)))
             return ServiceSpec(name, argv, env, self.work_dir)
+
+        inferencers = [worker(name, "infer", "threads", "--concurrency", str(self.infer_concurrency),
+                              module="inferencer.worker", user="inferencer") for name in self._inferencer_names()]
 
         redis_argv = [
             find_redis_server(), str(self.redis_users_path), "--port", str(self.redis_port), "--bind", "127.0.0.1",
@@ -152,10 +162,15 @@ class LocalStack:
             ServiceSpec("redis", redis_argv, self.env),
             worker("trainer", "train", "solo"),
             worker("converter", "convert", "solo"),
-            worker("inferencer", "infer", "threads", "--concurrency", str(self.infer_concurrency)),
+            *inferencers,
             worker("evaluator", "evaluate", "solo", module="inferencer.evaluator"),
             ServiceSpec("gateway", [*supervised, "gateway"], self._service_env("gateway")),
         ]
+
+    def _inferencer_names(self) -> list[str]:
+        numbers = [path.stem.removeprefix("inferencer-") for path in self.run_dir.glob("inferencer-*.pid")]
+        count = max([self.inferencers, *(int(number) for number in numbers if number.isdigit())])
+        return ["inferencer", *(f"inferencer-{number}" for number in range(2, count + 1))]
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"

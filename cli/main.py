@@ -41,7 +41,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def _stack(args) -> LocalStack:
-    return LocalStack(Path(args.var_dir), redis_port=args.redis_port, gateway_port=args.port, api_key=args.api_key)
+    return LocalStack(Path(args.var_dir), redis_port=args.redis_port, gateway_port=args.port, api_key=args.api_key,
+                      inferencers=args.inferencers)
 
 
 def cmd_stack(args) -> int:
@@ -212,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--redis-port", type=int, default=int(os.environ.get("SSDSTACK_LOCAL_REDIS_PORT", 6379)))
         p.add_argument("--api-key", default=os.environ.get("SSDSTACK_LOCAL_API_KEY", "local-dev-key"))
         p.add_argument("--timeout", type=float, default=180, help="seconds to wait for readiness")
+        p.add_argument("--inferencers", type=int, default=int(os.environ.get("SSDSTACK_LOCAL_INFERENCERS", 1)),
+                       help="inferencer processes, sharing the infer queue")
 
     stack = commands.add_parser("stack", help="run the stack as local processes")
     stack.add_argument("action", choices=["up", "down", "status"])

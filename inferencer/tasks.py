@@ -4,6 +4,7 @@ evaluate, deploy and ingest stages (the evaluator process; see
 from __future__ import annotations
 
 import logging
+import threading
 
 from celery import Celery
 
@@ -67,7 +68,28 @@ def register_stages(app: Celery, runtime: WorkerRuntime) -> None:
     runtime.serve(app, EVALUATOR, stage_runners(runtime.settings))
 
 
-def register_detect(app: Celery, runtime: WorkerRuntime, repository: ModelRepository) -> None:
+class DetectCounts:
+    """This process's detect requests by outcome: ``answered``, ``refused`` (an error
+    reply: a bad image, an unknown model, an engine failure) and ``expired`` (the client
+    had stopped waiting; not started). Thread-safe."""
+
+    OUTCOMES = ("answered", "refused", "expired")
+
+    def __init__(self):
+        self._counts = dict.fromkeys(self.OUTCOMES, 0)
+        self._lock = threading.Lock()
+
+    def add(self, outcome: str) -> None:
+        with self._lock:
+            self._counts[outcome] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+def register_detect(app: Celery, runtime: WorkerRuntime, repository: ModelRepository,
+                    counts: DetectCounts) -> None:
     settings = runtime.settings
     payloads = DetectPayloads(connect(settings.redis_url, settings.redis_sentinel_master, socket_timeout=10,
                                       socket_connect_timeout=5))
@@ -79,6 +101,7 @@ def register_detect(app: Celery, runtime: WorkerRuntime, repository: ModelReposi
         result consumer is not meant for many waiters in one process)."""
         reply_key = payload.get("reply_key") if isinstance(payload, dict) else None
         reply = _detect(payload)
+        counts.add("expired" if reply is None else "answered" if isinstance(reply, DetectAnswer) else "refused")
         if reply_key and reply is not None:
             pipe = runtime.jobs.redis.pipeline()
             pipe.rpush(reply_key, encode_reply(reply))

@@ -25,6 +25,8 @@ app = create_app(settings, "inferencer")
 app.conf.worker_concurrency = settings.infer_concurrency
 repository = ModelRepository(ModelStore(settings.store_dir), settings.infer_backend, engine_options(settings),
                              batch_policy(settings))
-runtime = WorkerRuntime("inferencer", [INFER_QUEUE], settings, backends, serving=repository.status)
+counts = tasks.DetectCounts()
+runtime = WorkerRuntime("inferencer", [INFER_QUEUE], settings, backends, serving=repository.status,
+                        detects=counts.snapshot)
 runtime.install()
-tasks.register_detect(app, runtime, repository)
+tasks.register_detect(app, runtime, repository, counts)

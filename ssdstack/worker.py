@@ -71,18 +71,21 @@ class WorkerRuntime:
     ``backends`` returns, per queue, the backends the service knows as
     :func:`ssdstack.backends.describe` gives them; ``notes`` are extra fields of the
     heartbeat's ``backends`` (the trainer's configured device); ``serving`` returns what
-    an inferencer serves (per model, the version, and a failed load), for the heartbeat.
+    an inferencer serves (per model, the version, and a failed load), and ``detects`` its
+    detect requests by outcome since it started, for the heartbeat.
     """
 
     def __init__(self, service: str, queues: list[str], settings: WorkerSettings,
                  backends: Callable[[], dict[str, list[dict]]], notes: Mapping[str, object] | None = None,
-                 job_types: Mapping[str, JobType] = JOB_TYPES, serving: Callable[[], dict] | None = None):
+                 job_types: Mapping[str, JobType] = JOB_TYPES, serving: Callable[[], dict] | None = None,
+                 detects: Callable[[], dict] | None = None):
         self.service = service
         self.queues = queues
         self.settings = settings
         self.backends = backends
         self.notes = dict(notes or {})
         self.serving = serving
+        self.detects = detects
         self.job_types = job_types
         unknown = sorted(set(settings.time_limits) - set(job_types))
         if unknown:
@@ -132,6 +135,8 @@ class WorkerRuntime:
                   "pid": os.getpid(), "host": socket.gethostname()}
         if self.serving is not None:
             record["serving"] = self.serving()
+        if self.detects is not None:
+            record["detects"] = self.detects()
         write_heartbeat(self.jobs.redis, record, self.settings.heartbeat_ttl)
         self._redis_reached = time.monotonic()
 

@@ -66,4 +66,9 @@ def metrics(jobs: JobsDep) -> str:
     lines += [f'ssdstack_model_load_failed{{worker="{w["worker_id"]}",model="{model}"}} '
               f'{int(state.get("load_failed") is not None)}'
               for w in workers for model, state in sorted(w.get("serving", {}).items())]
+    lines += ["# HELP ssdstack_detects_total Detect requests an inferencer finished since it started, by outcome "
+              "(answered; refused: an error reply; expired: the client had stopped waiting), as of its last "
+              "heartbeat.", "# TYPE ssdstack_detects_total counter"]
+    lines += [f'ssdstack_detects_total{{worker="{w["worker_id"]}",outcome="{outcome}"}} {count}'
+              for w in workers for outcome, count in sorted(w.get("detects", {}).items())]
     return "\n".join(lines) + "\n"

@@ -140,6 +140,23 @@ def test_services_in_start_order_with_their_commands(tmp_path):
                                        SSDSTACK_HEARTBEAT_FILE=str(work.parent / "run" / f"{name}.alive"))
 
 
+def test_more_inferencers_share_the_infer_queue_each_with_its_own_node_and_liveness(tmp_path):
+    local = LocalStack(tmp_path / "var", python="/py", inferencers=3)
+    specs = {spec.name: spec for spec in local.services()}
+    names = ["inferencer", "inferencer-2", "inferencer-3"]
+    assert list(specs) == ["redis", "trainer", "converter", *names, "evaluator", "gateway"]
+    run = (tmp_path / "var" / "run").resolve()
+    for name in names:
+        assert specs[name].argv[8:14] == ["inferencer.worker", "worker", "-Q", "infer", "-n", f"{name}@%h"]
+        assert specs[name].env["SSDSTACK_HEARTBEAT_FILE"] == str(run / f"{name}.alive")
+        assert specs[name].env["SSDSTACK_REDIS_URL"] == specs["inferencer"].env["SSDSTACK_REDIS_URL"]
+    # A stack object asked for one still reaches the others another one started.
+    (run / "inferencer-3.pid").write_text("999999\n")
+    assert [spec.name for spec in LocalStack(tmp_path / "var").services()][3:6] == names
+    with pytest.raises(ValueError, match="at least one inferencer"):
+        LocalStack(tmp_path / "var", inferencers=0)
+
+
 def test_a_redis_url_in_extra_env_is_every_services(tmp_path):
     local = LocalStack(tmp_path / "var", extra_env={"SSDSTACK_REDIS_URL": "sentinel://127.0.0.1:26379/0"})
     urls = {spec.env.get("SSDSTACK_REDIS_URL") for spec in local.services() if spec.name != "redis"}

@@ -1,5 +1,5 @@
-"""The real stack for integration tests: Redis, three Celery workers and the gateway as
-subprocesses on 127.0.0.1, in a temporary folder, with a short lease TTL so that crash
+"""The real stack for integration tests: Redis, the Celery workers (two inferencers) and
+the gateway as subprocesses on 127.0.0.1, in a temporary folder, with a short lease TTL so that crash
 recovery is observable within a test run. The pipeline job (with a trainer crash in the
 middle) is shared by the test files that read its outcome; no file depends on another
 having run first."""
@@ -19,7 +19,8 @@ from redis_acl import denials
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     stack = LocalStack(tmp_path_factory.mktemp("stack"), redis_port=free_port(), gateway_port=free_port(),
-                       api_key=f"{API_KEY},{SECOND_API_KEY}", extra_env=FAST_RECOVERY, infer_concurrency=2)
+                       api_key=f"{API_KEY},{SECOND_API_KEY}", extra_env=FAST_RECOVERY, infer_concurrency=2,
+                       inferencers=2)
     try:
         stack.up(wait_ready=True, timeout=180)
         yield stack

@@ -14,6 +14,7 @@ import pytest
 import redis
 from celery.exceptions import Retry
 
+from inferencer.tasks import DetectCounts
 from ssdstack.celery_app import create_app
 from ssdstack.errors import InvalidDataset
 from ssdstack.jobs.context import JobCancelled
@@ -401,6 +402,16 @@ def test_an_inferencers_heartbeat_says_what_it_serves(runtime):
     runtime.heartbeat_once()
     [worker] = live_workers(runtime.jobs.redis)
     assert worker["serving"]["demo"]["load_failed"]["version"] == 2
+
+
+def test_an_inferencers_heartbeat_counts_its_detects_by_outcome(runtime):
+    counts = DetectCounts()
+    runtime.detects = counts.snapshot
+    for outcome in ("answered", "answered", "expired"):
+        counts.add(outcome)
+    runtime.heartbeat_once()
+    [worker] = live_workers(runtime.jobs.redis)
+    assert worker["detects"] == {"answered": 2, "refused": 0, "expired": 1}
 
 
 def test_a_full_store_fails_the_job_as_insufficient_storage(runtime):
