@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, features
 
 from ssdstack.errors import InvalidImage
-from ssdstack.images import decode_image, rgb_pixels
+from ssdstack.images import decode_for_model, decode_image, rgb_pixels
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -222,3 +222,19 @@ def test_raw_pixels_are_rows_of_rgb_triples():
 def test_raw_pixels_of_the_wrong_size_are_refused(data, shape, named):
     with pytest.raises(InvalidImage, match=named):
         rgb_pixels(data, shape, max_pixels=9)
+
+
+@pytest.mark.parametrize("size, fmt, orientation, decoded, full", [
+    ((2560, 1920), "JPEG", 1, (1280, 960), (2560, 1920)),  # 1/2: 1/4 would leave a side under 4 * 160
+    ((5200, 2800), "JPEG", 1, (1300, 700), (5200, 2800)),  # 1/4
+    ((2560, 1920), "JPEG", 6, (960, 1280), (1920, 2560)),  # turned a quarter, reduced as stored
+    ((1200, 1200), "JPEG", 1, (1200, 1200), (1200, 1200)),  # under 8 * 160 a side: whole
+    ((2560, 1920), "PNG", 1, (2560, 1920), (2560, 1920)),  # only JPEGs have DCT scaling
+])
+def test_a_large_jpeg_is_decoded_for_the_model_at_reduced_size(size, fmt, orientation, decoded, full):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(Image.new("RGB", size, BLUE), fmt, **({"exif": exif} if fmt == "JPEG" else {}))
+    rgb, width, height = decode_for_model(data, 160)
+    assert (rgb.shape[1], rgb.shape[0]) == decoded and (width, height) == full
+    assert decode_for_model(data, None)[0].shape == (full[1], full[0], 3)

@@ -16,7 +16,7 @@ import numpy as np
 from ssdstack.detection.boxes import normalised_to_pixels
 from ssdstack.detection.nms import PostprocessConfig, postprocess
 from ssdstack.errors import InvalidInput
-from ssdstack.images import decode_image, resize_stretch
+from ssdstack.images import decode_for_model, resize_stretch
 
 DEFAULT_MAX_PIXELS = 50_000_000
 
@@ -28,13 +28,16 @@ class Engine(Protocol):
 
 class Detector:
     """A loaded ``engine`` (of the version's artefact in ``precision``) plus what the
-    version's ``manifest`` says about labels and postprocess.
+    version's ``manifest`` says about labels and postprocess. ``jpeg_draft``: decode large
+    JPEGs at reduced size (:func:`ssdstack.images.decode_for_model`).
 
     Thread-safe: it holds no per-request state, and engines are safe to share.
     """
 
-    def __init__(self, engine: Engine, manifest: dict, name: str, version: int, precision: str = "fp32"):
+    def __init__(self, engine: Engine, manifest: dict, name: str, version: int, precision: str = "fp32",
+                 jpeg_draft: bool = True):
         self.engine = engine
+        self.jpeg_draft = jpeg_draft
         self.name = name
         self.version = int(version)
         self.precision = precision
@@ -52,8 +55,9 @@ class Detector:
         Raises InvalidImage for bytes that are not a usable image, InvalidInput for bad
         overrides. See :meth:`detect_array` for the result.
         """
-        rgb = decode_image(image_bytes, max_pixels=max_pixels, exif_transpose=exif_transpose)
-        return self.detect_array(rgb, score_threshold, iou_threshold, max_detections)
+        rgb, width, height = decode_for_model(image_bytes, self.image_size if self.jpeg_draft else None, max_pixels,
+                                              exif_transpose)
+        return self._detect(rgb, width, height, score_threshold, iou_threshold, max_detections)
 
     def detect_array(self, rgb: np.ndarray, score_threshold: float | None = None, iou_threshold: float | None = None,
                      max_detections: int | None = None) -> dict:
@@ -66,8 +70,13 @@ class Detector:
         """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InvalidInput(f"expected an [H, W, 3] uint8 RGB image, got {list(rgb.shape)} {rgb.dtype}")
-        config = self._config(score_threshold, iou_threshold, max_detections)
         height, width = rgb.shape[:2]
+        return self._detect(rgb, width, height, score_threshold, iou_threshold, max_detections)
+
+    def _detect(self, rgb: np.ndarray, width: int, height: int, score_threshold, iou_threshold,
+                max_detections) -> dict:
+        """Detect in ``rgb``, a ``width`` x ``height`` image (decoded at that size or smaller)."""
+        config = self._config(score_threshold, iou_threshold, max_detections)
         boxes, scores = self.engine.predict(resize_stretch(rgb, self.image_size))
         kept_boxes, kept_scores, labels = postprocess(boxes, scores, config)
         return self._answer(normalised_to_pixels(kept_boxes, width, height), kept_scores, labels, width, height)
