@@ -49,7 +49,7 @@ def main(job_file: str) -> None:
             "resumed_from_epoch": outcome.resumed_from_epoch, "resumed_from_step": outcome.resumed_from_step,
             "final_loss": outcome.final_loss,
             "seconds": outcome.seconds, "initialised": outcome.initialised, "best": outcome.best,
-            "history": outcome.history}))
+            "history": outcome.history, "input_wait_s": outcome.input_wait_s}))
         os.replace(partial_outcome, run_dir / RANK_OUTCOME)
 
 

@@ -212,7 +212,8 @@ def train_weights(spec: TrainSpec, store_dir: Path, work_dir: Path, ctx: JobCont
                 "amp_level": config.amp_level, "clip_global_norm": config.clip_global_norm,
                 "freeze": spec.freeze, "seed": config.seed, "final_loss": outcome.final_loss,
                 "resumed_from_epoch": outcome.resumed_from_epoch, "resumed_from_step": outcome.resumed_from_step,
-                "seconds": round(outcome.seconds, 1),
+                "seconds": round(outcome.seconds, 1), "input_wait_s": round(outcome.input_wait_s, 2),
+                "input_wait_share": round(outcome.input_wait_s / max(outcome.seconds, 1e-9), 4),
                 "initialised": outcome.initialised, "best": outcome.best, "eval_history": outcome.history,
                 "dataset_warnings": {"count": summary.warning_count, "first": summary.warnings}}
     lineage = {"job_id": ctx.job_id, "dataset": spec.dataset, "dataset_sha256": dataset_info.get("sha256"),

@@ -64,6 +64,7 @@ class TrainOutcome:
     initialised: dict | None = None   # what the ``initialise`` hook loaded
     best: dict | None = None          # {"epoch", "map"} of the published weights, when evaluated
     history: list[dict] = field(default_factory=list)  # {"epoch", "map"} per evaluation
+    input_wait_s: float = 0.0  # of ``seconds``, the step loop waiting for its next batch
 
 
 def _checkpoint_dir(run_dir: Path) -> Path:
@@ -244,10 +245,13 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
     evaluations = _BestByMap(run_dir, start_epoch)
     started = time.monotonic()
     steps_done = unsaved = 0
+    input_wait = 0.0
     loss_value = float("nan")
     for epoch in range(start_epoch, config.epochs):
         first_step = start_step if epoch == start_epoch else 0
+        waiting_since = time.monotonic()
         for step_in_epoch, batch in enumerate(batches.epoch(epoch, first_step), start=first_step):
+            input_wait += time.monotonic() - waiting_since
             if ctx.cancelled():
                 if is_writer and unsaved:
                     _save_checkpoint(train_step, run_dir, epoch, config.keep_checkpoint_max, step=step_in_epoch)
@@ -265,7 +269,9 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
                          steps_per_epoch=steps_per_epoch, loss=round(loss_value, 5),
                          lr=float(lr[global_step - 1]), overflow=not bool(finite.asnumpy()),
                          images_per_s=round(steps_done * config.batch_size * group_size / max(elapsed, 1e-9), 2),
+                         input_wait_share=round(input_wait / max(elapsed, 1e-9), 4),
                          eta_s=round(elapsed / steps_done * remaining, 1))
+            waiting_since = time.monotonic()
         if not np.isfinite(loss_value):
             raise JobFailed(f"training diverged: loss is {loss_value} after epoch {epoch + 1}; try a lower lr")
         epochs_done = epoch + 1
@@ -287,4 +293,4 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
     return TrainOutcome(network=final, epochs_run=config.epochs - start_epoch, resumed_from_epoch=start_epoch,
                         resumed_from_step=start_step,
                         final_loss=loss_value, seconds=time.monotonic() - started, initialised=initialised,
-                        best=best, history=evaluations.history)
+                        best=best, history=evaluations.history, input_wait_s=input_wait)

@@ -52,6 +52,7 @@ def test_training_resumes_from_the_last_checkpoint(tiny, tmp_path):
     recipe = get_recipe("ssd_lite_mobilenet_v2")
     first = train_network(recipe, train, _config(2), tmp_path, LocalContext(quiet=True))
     assert first.resumed_from_epoch == 0 and first.epochs_run == 2 and np.isfinite(first.final_loss)
+    assert 0 < first.input_wait_s < first.seconds  # the first batch of each epoch at least is waited for
     path, epochs, _ = latest_checkpoint(tmp_path)
     assert epochs == 2 and path.name == "epoch-0002.ckpt"
 
