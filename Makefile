@@ -37,9 +37,8 @@ test-compose: install  ## build the images, run the demo pipeline under compose 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-bench: install  ## benchmarks; results in bench/results.json
+bench: install  ## serving benchmarks on a trained model (cached in bench/cache): table printed, bench/results.json
 	$(PY) -m bench.run --out bench/results.json
-	$(PY) -m bench.batching --out bench/results.json
 
 bench-train: install  ## training benchmarks (every architecture, mAP curve); the `training` section of bench/results.json
 	$(PY) -m bench.train --out bench/results.json

@@ -1,6 +1,6 @@
 """Time MindSpore's own inference of a version's MINDIR (the reference engine).
 
-    python -m bench.mindspore_engine VERSION_DIR ITERATIONS  -> one JSON line on stdout
+    python -m bench.mindspore_engine VERSION_DIR ITERATIONS THREADS  -> one JSON line on stdout
 
 Each iteration is what a MindSpore-served request costs: normalise the resized uint8
 image in numpy, then run the MINDIR graph.
@@ -19,8 +19,8 @@ from mindspore import Tensor, nn
 from bench.timing import summarise
 
 
-def main(version_dir: str, iterations: str) -> None:
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+def main(version_dir: str, iterations: str, threads: str) -> None:
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", runtime_num_threads=int(threads))
     folder = Path(version_dir)
     manifest = json.loads((folder / "manifest.json").read_text())
     graph = nn.GraphCell(ms.load(str(folder / manifest["artefacts"]["mindir"]["file"])))
@@ -44,4 +44,4 @@ def main(version_dir: str, iterations: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

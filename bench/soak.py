@@ -22,8 +22,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import API_KEY, REPO_ROOT, sample_images, stack_serving_a_model
+from bench.report import REPO_ROOT
 from bench.timing import summarise
+from bench.untrained import API_KEY, sample_images, stack_serving_a_model
 from cli.localstack import LocalStack
 
 MAX_IN_FLIGHT = 64
@@ -97,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = REPO_ROOT / "bench" / "work"
-    stack, _, version = stack_serving_a_model(work, SSDSTACK_RATE_LIMIT="")
+    stack, version = stack_serving_a_model(work, "ssd300_mobilenet_v2", SSDSTACK_RATE_LIMIT="")
     images = sample_images(work)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
     try:
