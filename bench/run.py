@@ -67,7 +67,7 @@ def _engine_latencies(engine, images: np.ndarray, iterations: int = ITERATIONS) 
 def engine_rows(store: ModelStore, version: int, images: np.ndarray) -> list[Row]:
     manifest = store.manifest(trained.MODEL, version)
     version_dir = store.version_dir(trained.MODEL, version)
-    fp32, int8 = _engine(store, version), _engine(store, version, "int8")
+    fp32 = _engine(store, version)
 
     def p1():
         ort = summarise(_engine_latencies(fp32, images))
@@ -83,10 +83,6 @@ def engine_rows(store: ModelStore, version: int, images: np.ndarray) -> list[Row
         engine_s = float(np.median(_engine_latencies(fp32, images)))
         return engine_s / (flops / peak), {"gflop": round(flops / 1e9, 3), "matmul_peak_gflop_s": round(peak / 1e9, 1),
                                            "engine_ms": round(engine_s * 1000, 2)}
-
-    def p3():
-        fast, slow = summarise(_engine_latencies(int8, images)), summarise(_engine_latencies(fp32, images))
-        return fast["images_per_s"] / slow["images_per_s"], {"int8": fast, "fp32": slow}
 
     detector = fp32.detector(manifest, trained.MODEL, version)
 
@@ -105,19 +101,34 @@ def engine_rows(store: ModelStore, version: int, images: np.ndarray) -> list[Row
                                    "postprocess_ms": round(post_s / len(images) * 1000, 3),
                                    "engine_ms": round(engine_s / len(images) * 1000, 2)}
 
-    gate = manifest["serving"]["onnxruntime/int8"]["gate"]
-    drop = Row("P3", "INT8 served mAP drop from FP32", "<= 0.01", values=[gate["drop"]], met=lambda v: v <= 0.01,
-               detail={k: gate[k] for k in ("fp32_map", "int8_map", "images", "split")})
     return [
         measure(Row("P1", "ONNX Runtime FP32 img/s ÷ MindSpore MINDIR img/s, batch 1", ">= 3", "x",
                     met=lambda v: v >= 3), p1),
-        measure(Row("P3", "INT8 img/s ÷ FP32 img/s, batch 1", ">= 1.5", "x", met=lambda v: v >= 1.5), p3),
-        drop,
         measure(Row("P5", "engine time ÷ roofline time (graph FLOPs ÷ fp32 MatMul peak)", "<= 1.5", "x",
                     met=lambda v: v <= 1.5), p5),
         measure(Row("PP", "postprocess time ÷ engine time, trained model's outputs", "< 0.10",
                     met=lambda v: v < 0.10), postprocess_share),
     ]
+
+
+def int8_rows(store: ModelStore, version: int, images: np.ndarray, model: dict) -> list[Row]:
+    """P3: INT8 against FP32, speed at batch 1 and the served mAP drop the gate measured
+    (not measured when the gate refused the artefact: ``model["int8"]`` says why)."""
+    speed = Row("P3", "INT8 img/s ÷ FP32 img/s, batch 1", ">= 1.5", "x", met=lambda v: v >= 1.5)
+    drop = Row("P3", "INT8 served mAP drop from FP32", "<= 0.01", met=lambda v: v <= 0.01)
+    entry = store.manifest(trained.MODEL, version)["serving"].get("onnxruntime/int8")
+    if entry is None:
+        speed.detail = drop.detail = {"int8_conversion": model["int8"]}
+        return [speed, drop]
+    fp32, int8 = _engine(store, version), _engine(store, version, "int8")
+
+    def ratio():
+        fast, slow = summarise(_engine_latencies(int8, images)), summarise(_engine_latencies(fp32, images))
+        return fast["images_per_s"] / slow["images_per_s"], {"int8": fast, "fp32": slow}
+    gate = entry["gate"]
+    drop.values = [gate["drop"]]
+    drop.detail = {k: gate[k] for k in ("fp32_map", "int8_map", "images", "split")}
+    return [measure(speed, ratio), drop]
 
 
 def _rate(call, payloads: list[bytes], concurrency: int) -> dict:
@@ -279,6 +290,7 @@ def main() -> None:
 
     measuring = time.monotonic()
     rows = engine_rows(store, version, images)
+    rows += int8_rows(store, version, images, model)
     rows.append(training_row(manifest))
     rows += serving_rows(store, version, payloads)
     rows.append(three_models_row(store, payloads))

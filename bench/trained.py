@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -67,6 +68,7 @@ def _train(commit: str) -> dict:
         store = ModelStore(trainer.store_dir)
         if not (trainer.store_dir / "datasets" / DATASET).exists():
             folder = CACHE / "dataset"
+            shutil.rmtree(folder, ignore_errors=True)  # what an interrupted run left
             synthesize(folder / "images", images=RECIPE["images"], classes=RECIPE["classes"], seed=RECIPE["seed"],
                        val_fraction=RECIPE["val_fraction"])
             client.upload_dataset(zip_folder(folder / "images", folder / "dataset.zip"), DATASET)
