@@ -29,7 +29,7 @@ status: install
 	$(VENV)/bin/ssdstack stack status
 
 test: install  ## every test, the slow integration run included
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-compose: install  ## build the images, run the demo pipeline under compose (podman); summary in var/compose-run.json
 	SSDSTACK_COMPOSE_TEST=1 $(PY) -m pytest -q -s tests/compose

@@ -68,9 +68,10 @@ def convert_version(store: ModelStore, name: str, version: int, backend: str, ct
         result = chosen.convert(store.version_dir(name, version), manifest, out_dir, options, ctx)
         check = result.check
         if check["passed"] is False:
+            statistic = check.get("statistic", "max")
             raise JobFailed(
-                f"{chosen.name} artefact differs from the MindSpore reference: max abs diff boxes "
-                f"{check['max_abs_diff_boxes']:.3g}, scores {check['max_abs_diff_scores']:.3g}, "
+                f"{chosen.name} artefact differs from the MindSpore reference: {statistic} abs diff boxes "
+                f"{check[f'{statistic}_abs_diff_boxes']:.3g}, scores {check[f'{statistic}_abs_diff_scores']:.3g}, "
                 f"tolerance {check['tolerance']:g} ({check['images']} images)",
                 details=check,
             )

@@ -31,10 +31,15 @@ from ssdstack.errors import JobFailed
 from ssdstack.evaluation import evaluate_detections, served_results
 from ssdstack.images import decode_image, resize_stretch
 
-# What the INT8 graph's outputs may differ from MindSpore's on reference.npz (max abs
-# difference), fixed before any tuning: a gross-error guard; the mAP gate judges accuracy.
-INT8_TOLERANCE_BOXES = 0.1   # normalised coordinates: 30 pixels of a 300-pixel input
-INT8_TOLERANCE_SCORES = 0.2
+# What the INT8 graph's outputs may differ from MindSpore's on reference.npz, as each
+# image's mean absolute difference: a gross-error guard; the mAP gate judges accuracy.
+# Bounds on the largest difference (0.1, 0.2), fixed before any tuning, refused an honest
+# artefact whose gate passed: one prior's score off by 0.36. Measured on that model and
+# on another, honest artefacts are off by at most 0.005 (boxes) and 0.008 (scores) on
+# average, ones with activation scales 100x too small by 0.44 to 0.47 (scores).
+INT8_TOLERANCE_BOXES = 0.02  # normalised coordinates
+INT8_TOLERANCE_SCORES = 0.05
+INT8_CHECK_STATISTIC = "mean"
 QUANTISED_OP_TYPES = ["Conv", "Clip", "Relu", "Add", "MaxPool"]
 MIN_OPSET = 13
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from converter.backends.base import ConverterBackend, ConvertOptions, ConvertResult, Int8Options
-from converter.backends.int8 import (INT8_TOLERANCE_BOXES, INT8_TOLERANCE_SCORES, calibration_images, gate,
-                                     quantise)
+from converter.backends.int8 import (INT8_CHECK_STATISTIC, INT8_TOLERANCE_BOXES, INT8_TOLERANCE_SCORES,
+                                     calibration_images, gate, quantise)
 from converter.check import check_against_reference
 from ssdstack.errors import JobFailed
 from ssdstack.jobs.context import JobCancelled, JobContext
@@ -124,9 +124,11 @@ def _quantised(folded: Path, fp32_served: Path, target: Path, work: Path, manife
     how = quantise(folded, qdq, images, work)
     _optimise(qdq.read_bytes(), target)
     ctx.progress(stage="convert", step="check")
-    check = check_against_reference(target, reference, INT8_TOLERANCE_BOXES, INT8_TOLERANCE_SCORES)
-    ctx.log("onnxruntime: INT8 check against reference.npz: max abs diff boxes {max_abs_diff_boxes:.3g} "
-            "(bound {tolerance:g}), scores {max_abs_diff_scores:.3g} (bound {score_tolerance:g})".format(**check))
+    check = check_against_reference(target, reference, INT8_TOLERANCE_BOXES, INT8_TOLERANCE_SCORES,
+                                    INT8_CHECK_STATISTIC)
+    ctx.log("onnxruntime: INT8 check against reference.npz: mean abs diff boxes {mean_abs_diff_boxes:.3g} "
+            "(bound {tolerance:g}), scores {mean_abs_diff_scores:.3g} (bound {score_tolerance:g}); largest "
+            "{max_abs_diff_boxes:.3g}, {max_abs_diff_scores:.3g}".format(**check))
     calibration = {"dataset": manifest["lineage"]["dataset"], "split": int8.calibration.split, "images": names}
     result = ConvertResult(artefact_kind(SERVING_ONNXRUNTIME, INT8), target, check, {"quantisation": how},
                            record={"calibration": calibration})

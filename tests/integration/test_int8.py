@@ -1,8 +1,8 @@
 """INT8 on the real stack: a convert job quantises the pipeline's trained model, calibrated
 on its own dataset and gated on its served mAP; FP32 and INT8 then sit side by side, and
 a deploy names the precision. A graph whose activation scales are 100x too small is
-refused by the gate. The stack's gate needs 50 validation images (the demo dataset has
-80; the shipped default is 200)."""
+refused by the gate, and by the reference check. The stack's gate needs 50 validation
+images (the demo dataset has 80; the shipped default is 200)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +11,10 @@ import pytest
 from onnx import numpy_helper
 
 from cli.client import ApiError
-from converter.backends.int8 import calibration_images, gate, quantise
+from converter.backends.int8 import (INT8_CHECK_STATISTIC, INT8_TOLERANCE_BOXES, INT8_TOLERANCE_SCORES,
+                                     calibration_images, gate, quantise)
 from converter.backends.onnxruntime import ARTEFACT_FILE, fold_preprocessing
+from converter.check import check_against_reference
 from itest import MODEL
 from polling import wait_for
 from ssdstack.datasets.coco import load_coco_split
@@ -40,7 +42,8 @@ def test_int8_is_calibrated_on_the_versions_data_and_gated(int8_job, pipeline, c
     int8 = manifest["serving"]["onnxruntime/int8"]
     assert manifest["serving"]["onnxruntime"]["precision"] == "fp32"  # the pipeline's FP32, kept beside it
     assert int8["precision"] == "int8" and int8["artefact"] == "serving_onnxruntime_int8"
-    assert int8["check"]["passed"] and int8["check"]["tolerance"] == 0.1 and int8["check"]["score_tolerance"] == 0.2
+    assert int8["check"]["passed"] and int8["check"]["statistic"] == "mean"
+    assert (int8["check"]["tolerance"], int8["check"]["score_tolerance"]) == (0.02, 0.05)
     assert int8["calibration"]["dataset"] == "synth" and len(int8["calibration"]["images"]) == 100
     assert "model.ort.int8.onnx" in {entry["file"] for entry in manifest["artefacts"].values()}
 
@@ -93,6 +96,9 @@ def test_activation_scales_100x_too_small_fail_the_gate(pipeline, stack, tmp_pat
     shrunk = _shrink_activation_scales(broken, 100)
     assert shrunk > 50, "the network's activations are quantised"
     onnx.save(broken, str(tmp_path / "broken.onnx"))
+    reference = folder / manifest["artefacts"]["reference"]["file"]
+    bounds = (INT8_TOLERANCE_BOXES, INT8_TOLERANCE_SCORES, INT8_CHECK_STATISTIC)
+    assert not check_against_reference(tmp_path / "broken.onnx", reference, *bounds)["passed"]
     fp32 = folder / manifest["artefacts"]["serving_onnxruntime"]["file"]
     assert fp32.name == ARTEFACT_FILE
     validation = load_coco_split(dataset, "val")
