@@ -18,16 +18,15 @@ import sys
 import numpy as np
 
 from bench.report import REPO_ROOT
+from bench.untrained import API_KEY, local_stack
 from cli.client import Client
 from cli.demo import zip_folder
 from cli.localstack import LocalStack
-from cli.processes import free_port
 from ssdstack.datasets.coco import load_coco_split
 from ssdstack.datasets.synth import synthesize
 from ssdstack.model_store import ModelStore
 
 CACHE = REPO_ROOT / "bench" / "cache"
-API_KEY = "bench-key-0123"
 MODEL = "bench"
 DATASET = "benchsynth"
 # 500 images, 40 % of them (200, the INT8 gate's minimum) for validation.
@@ -43,8 +42,7 @@ def _key() -> str:
 
 def stack(**env: str) -> LocalStack:
     """A (not started) local stack on the cached store, with ``env`` added."""
-    return LocalStack(CACHE / "stack", redis_port=free_port(), gateway_port=free_port(), api_key=API_KEY,
-                      extra_env={"SSDSTACK_INFER_BACKEND": "onnxruntime", "SSDSTACK_RATE_LIMIT": "", **env})
+    return local_stack(CACHE / "stack", SSDSTACK_RATE_LIMIT="", **env)
 
 
 def detections_per_image(store: ModelStore, version: int) -> float:

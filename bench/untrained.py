@@ -38,12 +38,18 @@ def deploy_untrained(store: ModelStore, name: str, architecture: str) -> int:
     return version
 
 
+def local_stack(var_dir: Path, **env: str) -> LocalStack:
+    """A (not started) local stack of the benchmarks in ``var_dir``: ONNX Runtime
+    inferencers, free ports, API_KEY, ``env`` added."""
+    return LocalStack(var_dir, redis_port=free_port(), gateway_port=free_port(), api_key=API_KEY,
+                      extra_env={"SSDSTACK_INFER_BACKEND": "onnxruntime", **env})
+
+
 def stack_serving_a_model(work: Path, architecture: str, **env: str) -> tuple[LocalStack, int]:
     """A local stack (not started) in a fresh ``work`` whose store has model "bench", an
     untrained ``architecture``, deployed; its version."""
     shutil.rmtree(work, ignore_errors=True)
-    stack = LocalStack(work / "stack", redis_port=free_port(), gateway_port=free_port(), api_key=API_KEY,
-                       extra_env={"SSDSTACK_INFER_BACKEND": "onnxruntime", **env})
+    stack = local_stack(work / "stack", **env)
     return stack, deploy_untrained(ModelStore(stack.store_dir), "bench", architecture)
 
 
