@@ -9,6 +9,8 @@ Redis connection and no thread: job routes and ``/readyz`` never queue behind de
 """
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +21,18 @@ from ssdstack.detect_protocol import DetectAnswer, DetectError, DetectRequest, d
 from ssdstack.errors import (InvalidImage, Overloaded, PayloadTooLarge, ReportedError, ServiceUnavailable,
                              UpstreamTimeout)
 from ssdstack.heartbeats import live_workers
+
+
+# Images one gateway process sends to Redis at once. Redis holds a command's arguments in
+# full before the budget script can refuse it, so without this bound a flood of N large
+# images took N images of Redis memory over the budget (measured: 5 MB over for 250
+# detects of 256 KiB) and filled it.
+IMAGES_IN_TRANSIT = 4
+
+
+def admission_gate() -> asyncio.Semaphore:
+    """The bound on images in transit to Redis, one per gateway process."""
+    return asyncio.Semaphore(IMAGES_IN_TRANSIT)
 
 
 async def detect(request: Request, image: bytes, message: DetectRequest) -> DetectAnswer:
@@ -54,8 +68,10 @@ async def _queued_and_answered(state, settings, image: bytes, message: DetectReq
     """The inferencer's raw reply to ``message``, once ``image`` is admitted under the
     budget and the request queued."""
     payloads = state.payloads
-    if not await payloads.admit(message.image_key, image, settings.detect_timeout, settings.detect_budget_bytes,
-                                settings.detect_max_queued):
+    async with state.admission_gate:
+        admitted = await payloads.admit(message.image_key, image, settings.detect_timeout,
+                                        settings.detect_budget_bytes, settings.detect_max_queued)
+    if not admitted:
         raise Overloaded("the inferencers are at capacity (queued detect images at their budget); retry shortly",
                          RETRY_AFTER_S)
     try:

@@ -7,7 +7,7 @@ import logging
 import anyio.to_thread
 from fastapi import FastAPI
 
-from gateway import errors
+from gateway import detecting, errors
 from gateway.guard import Guard, RateLimits
 from gateway.routes import checkpoints, datasets, detect, health, jobs, models, oip
 from ssdstack.celery_app import create_app as create_celery
@@ -62,6 +62,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.redis_async = waits
     app.state.payloads = DetectPayloads(waits)
     app.state.detects_waiting = 0
+    app.state.admission_gate = detecting.admission_gate()
     errors.install(app)
     routers = [module.router for module in (health, jobs, datasets, checkpoints, models, detect, oip)]
     for router in routers:
