@@ -1,10 +1,13 @@
 """A small REST client for the gateway, used by the demo, the CLI and the tests."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import httpx
+
+from ssdstack.model_store import sha256_file
 
 
 class ApiError(RuntimeError):
@@ -65,6 +68,52 @@ class Client:
     def deploy(self, name: str, version: int, precision: str = "fp32") -> dict:
         return self._check(self.http.post(f"/v1/models/{name}/versions/{version}/deploy",
                                           params={"precision": precision}))
+
+    def pull(self, name: str, version: int, folder: Path) -> dict[str, str]:
+        """Download every artefact of the version into ``folder``, with its manifest.json:
+        a file already there whole is kept, one cut short (``<file>.part``) resumes with a
+        Range request, each is checked against the manifest's sha256 before it takes its
+        name. ``{file: "kept" | "downloaded" | "resumed"}``; ApiError on a checksum mismatch
+        (the partial file is removed: pull again)."""
+        manifest = self.get(f"/v1/models/{name}/versions/{version}")
+        root = Path(folder).resolve()
+        outcome = {}
+        for entry in manifest["artefacts"].values():
+            target = (root / entry["file"]).resolve()
+            if not target.is_relative_to(root):
+                raise ApiError(502, f"the manifest names a file outside the version: {entry['file']!r}")
+            if target.exists() and target.stat().st_size == entry["bytes"] and sha256_file(target) == entry["sha256"]:
+                outcome[entry["file"]] = "kept"
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(target.name + ".part")
+            outcome[entry["file"]] = self._fetch(f"/v1/models/{name}/versions/{version}/artefacts/{entry['file']}",
+                                                 part, entry["bytes"])
+            if sha256_file(part) != entry["sha256"]:
+                part.unlink()
+                raise ApiError(502, f"{entry['file']}: its sha256 differs from the manifest's; the partial file was "
+                                    "removed, pull again")
+            part.replace(target)
+        (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return outcome
+
+    def _fetch(self, url: str, part: Path, size: int) -> str:
+        """Bring ``part`` to ``size`` bytes from ``url``, resuming what it holds."""
+        have = part.stat().st_size if part.exists() else 0
+        if have > size:
+            part.unlink()
+            have = 0
+        if have == size:
+            return "resumed"
+        with self.http.stream("GET", url, headers={"Range": f"bytes={have}-"} if have else None) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._check(response)
+            resumed = response.status_code == 206
+            with open(part, "ab" if resumed else "wb") as out:
+                for chunk in response.iter_bytes(1 << 20):
+                    out.write(chunk)
+        return "resumed" if resumed else "downloaded"
 
     def detect(self, image: bytes, filename: str = "image.jpg", **params) -> dict:
         params = {k: v for k, v in params.items() if v is not None}

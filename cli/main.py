@@ -8,6 +8,7 @@
     ssdstack train SPEC.json             run a train job in this process (trainer extra needed)
     ssdstack model import CKPT --architecture A --labels FILE [--model M] [--dataset D]
     ssdstack model export MODEL VERSION [--formats MINDIR ONNX AIR]
+    ssdstack model pull MODEL VERSION DIR    download a version from the gateway, resumed and checked
     ssdstack job submit SPEC.json [--wait]   submit any job to the gateway (SSDSTACK_URL, SSDSTACK_API_KEY)
     ssdstack store backup DIR | restore DIR  the store and Redis's state together, checked
 
@@ -156,9 +157,26 @@ def cmd_model_export(args) -> int:
     return _run_local(ExportSpec(model=args.model, version=args.version, formats=args.formats))
 
 
+def _remote() -> Client:
+    """A client of the gateway SSDSTACK_URL names, with the key of SSDSTACK_API_KEY."""
+    return Client(os.environ.get("SSDSTACK_URL", "http://127.0.0.1:8000"),
+                  os.environ.get("SSDSTACK_API_KEY", "local-dev-key"))
+
+
+def cmd_model_pull(args) -> int:
+    client = _remote()
+    try:
+        outcome = client.pull(args.model, args.version, Path(args.dir))
+    finally:
+        client.close()
+    for file, how in outcome.items():
+        print(f"{how:<10} {file}")
+    print(f"{args.model} version {args.version} is in {args.dir} (sha256 checked)")
+    return 0
+
+
 def cmd_job_submit(args) -> int:
-    client = Client(os.environ.get("SSDSTACK_URL", "http://127.0.0.1:8000"),
-                    os.environ.get("SSDSTACK_API_KEY", "local-dev-key"))
+    client = _remote()
     try:
         job = client.submit(json.loads(Path(args.spec).read_text()))
         print(f"job {job['id']} {job['state']}", file=sys.stderr)
@@ -236,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("spec", help="a file holding a train job spec, as POST /v1/jobs takes")
     train.set_defaults(func=cmd_train)
 
-    model = commands.add_parser("model", help="model versions from checkpoints").add_subparsers(
+    model = commands.add_parser("model", help="model versions: import, export, pull").add_subparsers(
         dest="model_command", required=True)
     import_ = model.add_parser("import", help="turn a MindSpore checkpoint into a model version")
     import_.add_argument("checkpoint")
@@ -250,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("version", type=int)
     export.add_argument("--formats", nargs="+", default=["MINDIR", "ONNX"], choices=["MINDIR", "ONNX", "AIR"])
     export.set_defaults(func=cmd_model_export)
+    pull = model.add_parser("pull", help="download a version's artefacts from the gateway (SSDSTACK_URL, "
+                            "SSDSTACK_API_KEY): resumes, checks each sha256")
+    pull.add_argument("model")
+    pull.add_argument("version", type=int)
+    pull.add_argument("dir")
+    pull.set_defaults(func=cmd_model_pull)
 
     job = commands.add_parser("job", help="jobs on a running stack").add_subparsers(dest="job_command", required=True)
     submit = job.add_parser("submit", help="submit a job spec (JSON) to the gateway")

@@ -250,6 +250,16 @@ class ModelStore:
             raise NotFound(f"model {name!r} has no version {version}")
         return folder
 
+    def artefact(self, name: str, version: int, file: str) -> tuple[Path, dict]:
+        """The file of a listed artefact (``file`` as the manifest's ``artefacts`` name it,
+        e.g. ``evaluation/onnxruntime-d-val/pr_curves.png``) and its entry (``bytes``,
+        ``sha256``); NotFound for any path the manifest does not list."""
+        folder = self.version_dir(name, version)
+        for entry in self.manifest(name, version)["artefacts"].values():
+            if entry["file"] == file:
+                return folder / entry["file"], entry
+        raise NotFound(f"model {name!r} version {version} lists no artefact {file!r}")
+
     def manifest(self, name: str, version: int) -> dict:
         """The version's manifest; Conflict for one a newer release wrote."""
         manifest = json.loads((self.version_dir(name, version) / MANIFEST).read_text())

@@ -25,7 +25,8 @@ PACKAGES = ("ssdstack", "trainer", "converter", "inferencer", "gateway", "cli")
 RUNTIMES = ("mindspore", "onnxruntime", "onnx")
 # extra -> commands that must exit 0 in a venv holding only it (the CLI is in every install).
 ENTRY_POINTS = {
-    "": [["ssdstack", "--help"], ["ssdstack", "job", "submit", "--help"], ["ssdstack", "demo", "--help"]],
+    "": [["ssdstack", "--help"], ["ssdstack", "job", "submit", "--help"], ["ssdstack", "demo", "--help"],
+         ["ssdstack", "model", "pull", "--help"]],
     "gateway": [["python", "-m", "gateway", "--help"]],
     "converter": [["celery", "-A", "converter.worker", "worker", "--help"]],
     "inferencer": [["celery", "-A", "inferencer.worker", "worker", "--help"]],

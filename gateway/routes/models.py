@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query
+from fastapi.responses import FileResponse, Response
 
 from gateway.deps import Admin, JobsDep, ModelsDep, Read
 from gateway.heartbeats import missing_engine
@@ -28,6 +29,21 @@ def list_versions(name: str, models: ModelsDep) -> dict:
 @router.get("/{name}/versions/{version}", summary="One version's manifest", dependencies=Read)
 def get_version(name: str, models: ModelsDep, version: int = Version) -> dict:
     return models.manifest(name, version)
+
+
+IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
+
+
+@router.get("/{name}/versions/{version}/artefacts/{file:path}", dependencies=Read, response_class=FileResponse,
+            summary="Download a listed artefact or evaluation report file (ETag: its sha256; Range requests work)",
+            responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "Not modified"}})
+def download_artefact(name: str, file: str, models: ModelsDep, version: int = Version,
+                      if_none_match: IfNoneMatch = None) -> Response:
+    path, entry = models.artefact(name, version, file)
+    etag = f'"{entry["sha256"]}"'
+    if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
+        return Response(status_code=304, headers={"ETag": etag})
+    return FileResponse(path, filename=path.name, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
 
 
 Precision = Annotated[Literal[PRECISIONS], Query(description="the serving artefact's precision (an INT8 one "

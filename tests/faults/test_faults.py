@@ -316,8 +316,8 @@ def test_a_sentinel_failover_mid_training_loses_no_job(stack, dataset, tmp_path,
         failover.start("trainer")
         failover.start("gateway")
         wait_for(lambda: _answers_http(client), 60, "the gateway")
-        job_id = client.submit({"type": "train", "dataset": dataset, "model": "failover", "epochs": 3,
-                                "batch_size": 8})["id"]
+        job_id = client.submit({"type": "train", "dataset": dataset, "model": "failover",
+                                "architecture": "ssd_lite_mobilenet_v2", "epochs": 6, "batch_size": 8})["id"]
         wait_for(lambda: ((job_or_none(client, job_id) or {}).get("progress", {}).get("step") or 0) >= 2, 300,
                  "training to run")
         trainer = failover.supervised_pid("trainer")
