@@ -70,8 +70,8 @@ def cmd_demo(args) -> int:
         status = run_demo(client, Path(args.var_dir) / "demo", DemoConfig())
     finally:
         client.close()
-    print(f"\nThe stack is still running: API docs at {base}/docs (API key {args.api_key!r}); "
-          f"stop it with `make down`.")
+    print(f"\nThe stack is still running. Web console: {base}/ (sign in with the API key {args.api_key!r}); "
+          f"API docs: {base}/docs; stop it with `make down`.")
     return status
 
 

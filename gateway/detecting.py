@@ -10,6 +10,7 @@ Redis connection and no thread: job routes and ``/readyz`` never queue behind de
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -28,11 +29,29 @@ from ssdstack.heartbeats import live_workers
 # images took N images of Redis memory over the budget (measured: 5 MB over for 250
 # detects of 256 KiB) and filled it.
 IMAGES_IN_TRANSIT = 4
+# A live inferencer seen this recently counts as live, so that a stream of detects reads
+# the heartbeats once a second, not once each (every worker's record, in a thread). One
+# that died meanwhile is the same as one dying after the check: its detect times out.
+INFERENCER_SEEN_S = 1.0
 
 
-def admission_gate() -> asyncio.Semaphore:
-    """The bound on images in transit to Redis, one per gateway process."""
-    return asyncio.Semaphore(IMAGES_IN_TRANSIT)
+def install(state) -> None:
+    """This process's detect state on ``app.state``: detects waiting, the bound on images
+    in transit to Redis, when a live inferencer was last seen."""
+    state.detects_waiting = 0
+    state.admission_gate = asyncio.Semaphore(IMAGES_IN_TRANSIT)
+    state.inferencer_seen_at = -INFERENCER_SEEN_S
+
+
+async def _an_inferencer_lives(state) -> bool:
+    now = time.monotonic()
+    if now - state.inferencer_seen_at < INFERENCER_SEEN_S:
+        return True
+    workers = await run_in_threadpool(live_workers, state.jobs.redis)
+    if not any(INFER_QUEUE in w["queues"] for w in workers):
+        return False
+    state.inferencer_seen_at = now
+    return True
 
 
 async def detect(request: Request, image: bytes, message: DetectRequest) -> DetectAnswer:
@@ -47,8 +66,7 @@ async def detect(request: Request, image: bytes, message: DetectRequest) -> Dete
         raise PayloadTooLarge(f"image is over the limit of {settings.max_image_bytes} bytes")
     if not image:
         raise InvalidImage("empty file")
-    workers = await run_in_threadpool(live_workers, state.jobs.redis)
-    if not any(INFER_QUEUE in w["queues"] for w in workers):
+    if not await _an_inferencer_lives(state):
         raise ServiceUnavailable("no inferencer worker is alive (no heartbeat on the infer queue)")
     if state.detects_waiting >= settings.detect_max_waiting:
         raise Overloaded(f"this gateway has {state.detects_waiting} detects waiting, its limit; retry shortly",

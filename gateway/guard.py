@@ -6,7 +6,8 @@ answers 401 without a known key, 403 when the key's scope is too low, and 429 wi
 route's kind (JSON, detect image, upload): 413 when ``Content-Length`` says more, or as
 soon as more has streamed in. FastAPI reads a body before it runs a route's dependencies,
 so none of this can be a dependency. It also gives each request an id
-(``X-Request-ID``), which a 500's body carries instead of the error's text.
+(``X-Request-ID``), which a 500's body carries instead of the error's text, and every
+response its security headers (Content-Security-Policy, nosniff).
 """
 from __future__ import annotations
 
@@ -37,6 +38,21 @@ RATE_LIMIT_PREFIX = "ssdstack:ratelimit"
 IMAGE_BODIES = ("image", "tensor")
 # A gateway at its bound on held images frees up as detects are answered.
 RETRY_AFTER_S = 1
+# On every response: the console (and any page) runs scripts, styles and requests from
+# this origin only, inside no frame.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+                           "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+# FastAPI's API docs pages load Swagger UI and ReDoc from their CDN, with an inline script.
+DOCS_POLICY = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+               "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
+               "connect-src 'self'; frame-ancestors 'none'")
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+def security_headers(path: str) -> list[tuple[bytes, bytes]]:
+    policy = DOCS_POLICY if path.startswith(DOCS_PATHS) else CONTENT_SECURITY_POLICY
+    return [(b"content-security-policy", policy.encode()), (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer")]
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -83,9 +99,11 @@ class Guard:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
 
+        extra = [(b"x-request-id", request_id.encode()), *security_headers(scope["path"])]
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         access = self._route_access(scope)

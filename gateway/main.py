@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from gateway import detecting, errors
 from gateway.guard import Guard, RateLimits
-from gateway.routes import checkpoints, datasets, detect, health, jobs, models, oip
+from gateway.routes import checkpoints, console, datasets, detect, health, jobs, models, oip
 from ssdstack.celery_app import create_app as create_celery
 from ssdstack.checkpoints import CheckpointStore
 from ssdstack.datasets.store import DatasetStore
@@ -61,10 +61,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.celery = create_celery(settings, "gateway")
     app.state.redis_async = waits
     app.state.payloads = DetectPayloads(waits)
-    app.state.detects_waiting = 0
-    app.state.admission_gate = detecting.admission_gate()
+    detecting.install(app.state)
     errors.install(app)
-    routers = [module.router for module in (health, jobs, datasets, checkpoints, models, detect, oip)]
+    routers = [module.router for module in (health, console, jobs, datasets, checkpoints, models, detect, oip)]
     for router in routers:
         app.include_router(router)
     app.add_middleware(Guard, routes=[route for router in routers for route in router.routes], settings=settings,

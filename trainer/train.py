@@ -32,6 +32,8 @@ from trainer.train_step import TrainStep
 from trainer.transfer import freeze_backbone, load_pretrained, normalise_name
 
 AMP_LEVELS = ("O0", "O2", "O3")  # O1 rewrites the network's Python source, which MindSpore 2.8 fails on
+# The job progress carries the mean loss of at most this many recent epochs.
+EPOCH_LOSSES_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -247,8 +249,10 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
     steps_done = unsaved = 0
     input_wait = 0.0
     loss_value = float("nan")
+    epoch_losses: list[list[float]] = []  # [epoch, mean loss] since this run started, for the console's curve
     for epoch in range(start_epoch, config.epochs):
         first_step = start_step if epoch == start_epoch else 0
+        loss_sum, loss_steps = 0.0, 0
         waiting_since = time.monotonic()
         for step_in_epoch, batch in enumerate(batches.epoch(epoch, first_step), start=first_step):
             input_wait += time.monotonic() - waiting_since
@@ -260,6 +264,7 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
             loss, finite = train_step(Tensor(batch.images), Tensor(batch.loc), Tensor(batch.labels),
                                       Tensor(batch.num_positives))
             loss_value = float(loss.asnumpy())
+            loss_sum, loss_steps = loss_sum + loss_value, loss_steps + 1
             steps_done += 1
             unsaved += 1
             global_step = epoch * steps_per_epoch + step_in_epoch + 1
@@ -280,6 +285,9 @@ def train_network(recipe: Recipe, split: CocoSplit, config: TrainConfig, run_dir
             network.set_train(False)
             evaluations.record(network, epochs_done, float(evaluate(network)), ctx)
             train_mode()
+        if loss_steps:
+            epoch_losses.append([epochs_done, round(loss_sum / loss_steps, 5)])
+        ctx.progress(epoch_losses=epoch_losses[-EPOCH_LOSSES_KEPT:], eval_history=evaluations.history)
         if is_writer and (epochs_done % config.checkpoint_every == 0 or epochs_done == config.epochs):
             _save_checkpoint(train_step, run_dir, epochs_done, config.keep_checkpoint_max)
             unsaved = 0

@@ -38,6 +38,7 @@ NEEDS = {
     ("GET", "/v1/models/{name}/versions"): "read",
     ("GET", "/v1/models/{name}/versions/{version}"): "read",
     ("POST", "/v1/models/{name}/versions/{version}/deploy"): "admin",
+    ("GET", "/v1/models/{name}/versions/{version}/artefacts/{file}"): "read",
     ("POST", "/v1/detect"): "read",
     ("GET", "/v2"): None,
     ("GET", "/v2/health/live"): None,
@@ -50,7 +51,7 @@ NEEDS = {
     ("POST", "/v2/models/{name}/versions/{version}/infer"): "read",
 }
 RANK = {None: 0, "read": 1, "submit": 2, "admin": 3}
-PATH_VALUES = {"job_id": "0" * 32, "name": "demo", "version": "1"}
+PATH_VALUES = {"job_id": "0" * 32, "name": "demo", "version": "1", "file": "model.onnx"}
 UPLOAD_ROUTES = ["POST /v1/datasets?name=big", "PUT /v1/checkpoints/big.ckpt"]
 JSON_ROUTES = ["POST /v1/jobs", "POST /v1/models/demo/versions/1/deploy", "DELETE /v1/jobs/" + "0" * 32]
 

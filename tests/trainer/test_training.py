@@ -50,8 +50,12 @@ def test_network_and_inference_shapes(architecture, priors):
 def test_training_resumes_from_the_last_checkpoint(tiny, tmp_path):
     train, _ = tiny
     recipe = get_recipe("ssd_lite_mobilenet_v2")
-    first = train_network(recipe, train, _config(2), tmp_path, LocalContext(quiet=True))
+    ctx = LocalContext(quiet=True)
+    first = train_network(recipe, train, _config(2), tmp_path, ctx)
     assert first.resumed_from_epoch == 0 and first.epochs_run == 2 and np.isfinite(first.final_loss)
+    # Each epoch's mean loss, for the console's loss curve.
+    assert [epoch for epoch, _ in ctx.state["epoch_losses"]] == [1, 2]
+    assert all(np.isfinite(loss) and loss > 0 for _, loss in ctx.state["epoch_losses"])
     assert 0 < first.input_wait_s < first.seconds  # the first batch of each epoch at least is waited for
     path, epochs, _ = latest_checkpoint(tmp_path)
     assert epochs == 2 and path.name == "epoch-0002.ckpt"
