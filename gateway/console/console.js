@@ -221,9 +221,18 @@ $("job-cancel").addEventListener("click", async (event) => {
   notify("Cancel requested: the job stops at its next check.");
 });
 
+// The API's own schema gives the forms their choices and name rules.
+let schema = null;
+const apiSchema = async () => (schema ??= await fetch("/openapi.json").then((r) => r.json()));
+// A JSON-schema pattern as an HTML pattern attribute: anchored already, and compiled with
+// the v flag, where a '-' in a character class needs its backslash.
+const htmlPattern = (pattern) => pattern.replace(/^\^|\$$/g, "").replace(/-\]/g, "\\-]");
+
 async function fillPipelineForm() {
-  const [{ datasets }, schema] = await Promise.all([api("/v1/datasets"), fetch("/openapi.json").then((r) => r.json())]);
-  const spec = schema.components.schemas.PipelineSpec.properties;
+  const [{ datasets }, openapi] = await Promise.all([api("/v1/datasets"), apiSchema()]);
+  const spec = openapi.components.schemas.PipelineSpec.properties;
+  $("pipeline-model").pattern = htmlPattern(spec.model.pattern);
+  $("pipeline-model").title = spec.model.description;
   options($("pipeline-dataset"), datasets.filter((d) => (d.state || "ready") === "ready").map((d) => [d.name, d.name]));
   options($("pipeline-architecture"), spec.architecture.enum.map((a) => [a, a]), "ssd_lite_mobilenet_v2");
   options($("pipeline-backend"), spec.backend.enum.map((b) => [b, b]), spec.backend.default);
@@ -233,10 +242,12 @@ $("pipeline-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = new FormData(event.target);
   try {
-    const job = await post("/v1/jobs", {
+    const spec = {
       type: "pipeline", dataset: form.get("dataset"), model: form.get("model"),
       architecture: form.get("architecture"), epochs: Number(form.get("epochs")), backend: form.get("backend"),
-    });
+    };
+    for (const field of ["batch_size", "lr"]) if (form.get(field)) spec[field] = Number(form.get(field));
+    const job = await post("/v1/jobs", spec);
     selectedJob = job.id;
     notify(`Pipeline job ${job.id} submitted.`);
     await refreshJobs();
@@ -248,7 +259,10 @@ $("pipeline-form").addEventListener("submit", async (event) => {
 // Datasets --------------------------------------------------------------------------------
 
 async function refreshDatasets() {
-  const { datasets } = await api("/v1/datasets");
+  const [{ datasets }, openapi] = await Promise.all([api("/v1/datasets"), apiSchema()]);
+  const name = openapi.components.schemas.PipelineSpec.properties.dataset;
+  $("upload-name").pattern = htmlPattern(name.pattern);
+  $("upload-name").title = name.description;
   $("datasets-list").replaceChildren(...datasets.map((dataset) => {
     const box = element("article", undefined, { class: "dataset" });
     box.append(element("h3", dataset.name));
