@@ -1,6 +1,6 @@
 """Large JPEGs decoded at reduced size for the model (Pillow's draft mode) keep what a full
-decode finds: the pipeline's trained model on its validation images blown up eight times
-(camera-sized JPEGs, 1280 to 3200 pixels a side, decoded at 1/2 to 1/4), detected both ways in this process. Every
+decode finds: the pipeline's trained model on its validation images blown up twelve times
+(camera-sized JPEGs, 1920 to 4800 pixels a side, decoded at 1/2 to 1/4), detected both ways in this process. Every
 confident full-decode detection has a draft one of its label at IoU >= 0.95, and the mAP
 moves by at most 0.005."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ssdstack.images import decode_for_model
 from ssdstack.model_store import ModelStore
 
 pytestmark = pytest.mark.slow
-SCALE = 8
+SCALE = 12
 
 
 def blown_up(dataset, out):
