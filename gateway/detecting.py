@@ -26,8 +26,8 @@ from ssdstack.heartbeats import live_workers
 
 # Images one gateway process sends to Redis at once. Redis holds a command's arguments in
 # full before the budget script can refuse it, so without this bound a flood of N large
-# images took N images of Redis memory over the budget (measured: 5 MB over for 250
-# detects of 256 KiB) and filled it.
+# images held N images in Redis's client buffers beyond the budget (measured: up to 5.4 MB
+# of buffers for 250 detects of 256 KiB, which filled a Redis sized budget + 8 MiB).
 IMAGES_IN_TRANSIT = 4
 # A live inferencer seen this recently counts as live, so that a stream of detects reads
 # the heartbeats once a second, not once each (every worker's record, in a thread). One
